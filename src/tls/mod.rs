@@ -1,0 +1,2 @@
+//! TLS: certificate loading, SNI resolution, policies.
+pub mod certs;
