@@ -1,10 +1,12 @@
 //! The command line (SPEC §1). Exit codes: 0 success, 1 invalid config or failed
 //! command, 2 usage error.
 
-use std::io::Write;
-use std::path::PathBuf;
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 /// Default config file when neither `-c` nor `$FULCRUM_CONFIG` is given.
 pub const DEFAULT_CONFIG: &str = "/etc/fulcrum/fulcrum.yaml";
@@ -21,14 +23,44 @@ pub struct Cli {
     pub command: Command,
 }
 
+#[derive(Debug, Args)]
+pub struct ConfigArg {
+    /// The config file [default: $FULCRUM_CONFIG, else /etc/fulcrum/fulcrum.yaml]
+    #[arg(short = 'c', long = "config", env = "FULCRUM_CONFIG", default_value = DEFAULT_CONFIG, value_name = "FILE")]
+    pub config: PathBuf,
+}
+
+/// How `status` and `reload` find the admin API.
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    /// Read the admin address and token from this config [default: $FULCRUM_CONFIG, else /etc/fulcrum/fulcrum.yaml]
+    #[arg(
+        short = 'c',
+        long = "config",
+        env = "FULCRUM_CONFIG",
+        value_name = "FILE"
+    )]
+    pub config: Option<PathBuf>,
+    /// The admin API's address (the config is then not read)
+    #[arg(long = "admin", value_name = "ADDR")]
+    pub admin: Option<SocketAddr>,
+    /// A file holding the admin API's bearer token (with --admin)
+    #[arg(long = "token-file", value_name = "FILE", requires = "admin")]
+    pub token_file: Option<PathBuf>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the load balancer.
+    Run(ConfigArg),
     /// Validate a config file: print a one-line summary (exit 0) or every error (exit 1).
-    Check {
-        /// The config file [default: $FULCRUM_CONFIG, else /etc/fulcrum/fulcrum.yaml]
-        #[arg(short = 'c', long = "config", env = "FULCRUM_CONFIG", default_value = DEFAULT_CONFIG, value_name = "FILE")]
-        config: PathBuf,
-    },
+    Check(ConfigArg),
+    /// A self-contained quick start: the load balancer on config/demo.yaml plus three demo targets.
+    Demo,
+    /// Show every target group and target with its health state, read from the admin API.
+    Status(AdminArgs),
+    /// Ask a running instance to reload its config through the admin API.
+    Reload(AdminArgs),
 }
 
 /// Parses the arguments and runs the command; returns the exit code.
@@ -46,12 +78,33 @@ pub fn main() -> i32 {
     };
     crate::install_crypto_provider();
     match cli.command {
-        Command::Check { config } => check(&config),
+        Command::Check(c) => check(&c.config),
+        Command::Run(c) => {
+            init_logging();
+            crate::server::run(&c.config)
+        }
+        Command::Demo => {
+            init_logging();
+            crate::demo::run()
+        }
+        Command::Status(a) => status(&a),
+        Command::Reload(a) => reload(&a),
     }
 }
 
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
 /// `fulcrum check`: everything `run` validates, binding nothing.
-pub fn check(path: &std::path::Path) -> i32 {
+pub fn check(path: &Path) -> i32 {
     match crate::config::load(path) {
         Ok(snapshot) => {
             println!("{}: ok: {}", path.display(), snapshot.summary());
@@ -66,4 +119,170 @@ pub fn check(path: &std::path::Path) -> i32 {
             1
         }
     }
+}
+
+/// Where the admin API is and which token to send.
+fn admin_target(a: &AdminArgs) -> Result<(SocketAddr, Option<String>), String> {
+    let (addr, token_file) = match a.admin {
+        Some(addr) => (Some(addr), a.token_file.clone()),
+        None => {
+            let path = a
+                .config
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+            crate::config::admin_settings(&path)?
+        }
+    };
+    let addr = addr.ok_or("the admin API is off in this config (admin.bind: off)")?;
+    let token = match token_file {
+        Some(p) => Some(
+            std::fs::read_to_string(&p)
+                .map_err(|e| format!("cannot read token file {}: {e}", p.display()))?
+                .trim_end_matches(['\n', '\r'])
+                .to_owned(),
+        ),
+        None => None,
+    };
+    Ok((addr, token))
+}
+
+/// One request to the admin API: (status, body).
+pub fn admin_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+) -> std::io::Result<(u16, String)> {
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(120)))?;
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other("malformed answer from the admin API"))?;
+    Ok((status, body.to_owned()))
+}
+
+fn call(a: &AdminArgs, method: &str, path: &str) -> Result<(u16, serde_json::Value), String> {
+    let (addr, token) = admin_target(a)?;
+    let (code, body) = admin_request(addr, method, path, token.as_deref())
+        .map_err(|e| format!("cannot reach the admin API at {addr}: {e}"))?;
+    if code == 401 {
+        return Err(format!(
+            "the admin API at {addr} refused the token (401): give --token-file or admin.token_file"
+        ));
+    }
+    let json = serde_json::from_str(&body)
+        .map_err(|_| format!("unexpected answer from {addr} ({code}): {}", body.trim()))?;
+    Ok((code, json))
+}
+
+fn reload(a: &AdminArgs) -> i32 {
+    match call(a, "POST", "/api/v1/reload") {
+        Ok((200, v)) => {
+            println!("reloaded: {}", v["summary"].as_str().unwrap_or(""));
+            0
+        }
+        Ok((_, v)) => {
+            eprintln!("reload refused; the running config is unchanged:");
+            for e in v["errors"].as_array().into_iter().flatten() {
+                eprintln!("{}", e.as_str().unwrap_or(""));
+            }
+            1
+        }
+        Err(e) => {
+            eprintln!("fulcrum reload: {e}");
+            1
+        }
+    }
+}
+
+fn status(a: &AdminArgs) -> i32 {
+    match call(a, "GET", "/api/v1/status") {
+        Ok((200, v)) => {
+            print!("{}", status_table(&v));
+            0
+        }
+        Ok((code, v)) => {
+            eprintln!("fulcrum status: the admin API answered {code}: {v}");
+            1
+        }
+        Err(e) => {
+            eprintln!("fulcrum status: {e}");
+            1
+        }
+    }
+}
+
+/// The status document as a table.
+pub fn status_table(v: &serde_json::Value) -> String {
+    let s = |x: &serde_json::Value| match x {
+        serde_json::Value::Null => "-".to_owned(),
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let mut rows = vec![[
+        "TARGET GROUP".to_owned(),
+        "TARGET".to_owned(),
+        "ZONE".to_owned(),
+        "STATE".to_owned(),
+        "REASON".to_owned(),
+        "IN-FLIGHT".to_owned(),
+        "SINCE".to_owned(),
+    ]];
+    for g in v["target_groups"].as_array().into_iter().flatten() {
+        let targets = g["targets"].as_array().cloned().unwrap_or_default();
+        if targets.is_empty() {
+            rows.push([
+                s(&g["name"]),
+                "(no targets)".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+            ]);
+        }
+        for t in targets {
+            rows.push([
+                s(&g["name"]),
+                s(&t["address"]),
+                s(&t["zone"]),
+                s(&t["state"]),
+                s(&t["reason"]),
+                s(&t["in_flight"]),
+                s(&t["since"]),
+            ]);
+        }
+    }
+    let widths: Vec<usize> = (0..7)
+        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = format!(
+        "node {} ({}), config {}\n",
+        s(&v["node"]["name"]),
+        s(&v["node"]["zone"]),
+        s(&v["config"]["path"])
+    );
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
 }

@@ -5,11 +5,25 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
+pub mod balancer;
 pub mod cli;
 pub mod config;
+pub mod demo;
+pub mod http;
+pub mod l4;
+pub mod listener;
+pub mod live;
+pub mod metrics;
+pub mod net;
 pub mod router;
+pub mod server;
 pub mod snapshot;
+pub mod systemd;
+pub mod targets;
 pub mod tls;
+pub mod util;
+pub mod worker;
 
 /// The crate version, as `fulcrum --version` prints it.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -148,3 +148,54 @@ fn sha256_hex(bytes: &[u8]) -> String {
     let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
     d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// The admin address and token file of a config, read leniently (the rest of the
+/// file may be invalid: `fulcrum reload` must still reach the server to hear why).
+/// Defaults as in the full loader: 127.0.0.1:9900, no token.
+pub fn admin_settings(
+    path: &Path,
+) -> Result<(Option<std::net::SocketAddr>, Option<PathBuf>), String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let root = node::parse(&text).map_err(|e| {
+        format!(
+            "{}:{}:{}: {}",
+            path.display(),
+            e.pos.line,
+            e.pos.col,
+            e.message
+        )
+    })?;
+    let base = std::path::absolute(path)
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .unwrap_or_default();
+    let mut bind = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 9900)));
+    let mut token = None;
+    if let node::Value::Map(entries) = &root.value {
+        if let Some((_, admin)) = entries.iter().find(|(k, _)| k.name == "admin") {
+            if let node::Value::Map(keys) = &admin.value {
+                for (k, v) in keys {
+                    match (k.name.as_str(), &v.value) {
+                        ("bind", node::Value::Str(s)) if s.trim() == "off" => bind = None,
+                        ("bind", node::Value::Str(s)) => {
+                            bind = Some(s.trim().parse().map_err(|_| {
+                                format!("admin.bind: cannot parse \"{s}\" as IP:PORT")
+                            })?)
+                        }
+                        ("token_file", node::Value::Str(s)) if !s.is_empty() => {
+                            let p = Path::new(s);
+                            token = Some(if p.is_absolute() {
+                                p.to_path_buf()
+                            } else {
+                                base.join(p)
+                            });
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+    Ok((bind, token))
+}

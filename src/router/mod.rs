@@ -1,4 +1,150 @@
-//! Request routing: condition matchers (wildcard patterns, CIDRs) and, later, the
-//! per-listener rule tables built from the snapshot.
+//! Request routing: condition matchers (wildcard patterns, CIDRs) and rule
+//! evaluation in ascending priority, first match wins, `default_action`
+//! otherwise. This first version walks the sorted rules; the indexed table of the
+//! HTTP-engine issue replaces `route` without changing its contract.
 
 pub mod pattern;
+
+use std::net::IpAddr;
+
+use crate::snapshot::{Action, Conditions, Listener};
+
+/// Calls the given function with each (name, value) header of a request until it
+/// returns true; returns whether it did.
+pub type HeaderVisit<'a> = dyn Fn(&mut dyn FnMut(&str, &str) -> bool) -> bool + 'a;
+
+/// What a rule can look at in a request.
+pub struct RequestView<'a> {
+    /// Host header, lower-cased, port removed ("" when absent).
+    pub host: &'a str,
+    /// The raw path, without the query.
+    pub path: &'a str,
+    /// The raw query string (without '?'), not yet decoded.
+    pub query: &'a str,
+    pub method: &'a str,
+    /// Header (name, value) pairs as received.
+    pub headers: &'a HeaderVisit<'a>,
+    /// The TCP peer.
+    pub source: IpAddr,
+}
+
+/// The matched action and its priority (0 for the default action).
+pub fn route<'l>(listener: &'l Listener, req: &RequestView) -> (&'l Action, u32) {
+    for rule in &listener.rules {
+        if matches(&rule.conditions, req) {
+            return (&rule.action, rule.priority);
+        }
+    }
+    (&listener.default_action, 0)
+}
+
+fn matches(c: &Conditions, req: &RequestView) -> bool {
+    if !c.host.is_empty() && !c.host.iter().any(|p| p.is_match(req.host)) {
+        return false;
+    }
+    if !c.path.is_empty() && !c.path.iter().any(|p| p.is_match(req.path)) {
+        return false;
+    }
+    if !c.method.is_empty() && !c.method.iter().any(|m| m == req.method) {
+        return false;
+    }
+    if !c.source_ip.is_empty() && !c.source_ip.iter().any(|n| n.contains(&req.source)) {
+        return false;
+    }
+    for (name, values) in &c.headers {
+        // Any instance of a repeated header may match.
+        let found = (req.headers)(&mut |n, v| {
+            n.eq_ignore_ascii_case(name) && values.iter().any(|p| p.is_match(v))
+        });
+        if !found {
+            return false;
+        }
+    }
+    if !c.query.is_empty() && !query_matches(c, req.query) {
+        return false;
+    }
+    true
+}
+
+/// Any query condition matching any (percent-decoded) key/value pair.
+fn query_matches(c: &Conditions, query: &str) -> bool {
+    let mut key = String::new();
+    let mut value = String::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        key.clear();
+        value.clear();
+        decode_into(k, &mut key);
+        decode_into(v, &mut value);
+        if c.query
+            .iter()
+            .any(|q| q.key.as_ref().is_none_or(|kp| kp.is_match(&key)) && q.value.is_match(&value))
+        {
+            return true;
+        }
+    }
+    false
+}
+
+fn decode_into(s: &str, out: &mut String) {
+    out.push_str(&percent_encoding::percent_decode_str(s).decode_utf8_lossy());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot(yaml: &str) -> crate::snapshot::Snapshot {
+        let dir = std::env::temp_dir();
+        let source = crate::snapshot::ConfigSource {
+            path: dir.join("r.yaml"),
+            sha256: String::new(),
+            loaded_at: std::time::SystemTime::now(),
+        };
+        crate::config::load_text(
+            yaml,
+            "r.yaml",
+            dir,
+            source,
+            crate::config::LoadOptions {
+                env: Box::new(|_| None),
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"))
+    }
+
+    fn view<'a>(
+        host: &'a str,
+        path: &'a str,
+        query: &'a str,
+        headers: &'a HeaderVisit<'a>,
+    ) -> RequestView<'a> {
+        RequestView {
+            host,
+            path,
+            query,
+            method: "GET",
+            headers,
+            source: "10.1.2.3".parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn first_match_by_priority_then_default() {
+        let s = snapshot(
+            "target_groups: [{name: a}, {name: b}, {name: c}]\nlisteners:\n  - name: l\n    bind: 127.0.0.1:1\n    rules:\n      - {priority: 20, conditions: {path: [\"/api/*\"]}, action: {forward: b}}\n      - {priority: 10, conditions: {host: [\"*.example.com\"], path: [\"/api/v2*\"]}, action: {forward: c}}\n      - {priority: 30, conditions: {query: [{key: debug, value: \"t*\"}], headers: {x-env: [beta]}}, action: {fixed_response: {status: 200}}}\n    default_action: {forward: a}\n",
+        );
+        let l = &s.listeners[0];
+        let none = |_: &mut dyn FnMut(&str, &str) -> bool| false;
+        let beta = |f: &mut dyn FnMut(&str, &str) -> bool| f("x-other", "1") || f("X-Env", "BETA");
+        assert_eq!(
+            route(l, &view("a.example.com", "/api/v2/x", "", &none)).1,
+            10
+        );
+        assert_eq!(route(l, &view("example.com", "/api/v2/x", "", &none)).1, 20);
+        assert_eq!(route(l, &view("x", "/API/", "", &none)).1, 0);
+        assert_eq!(route(l, &view("x", "/", "a=1&debug=%74rue", &beta)).1, 30);
+        assert_eq!(route(l, &view("x", "/", "debug=true", &none)).1, 0);
+        assert_eq!(route(l, &view("x", "/", "debug=false", &beta)).1, 0);
+    }
+}

@@ -1,0 +1,281 @@
+//! The admin API (SPEC §8): `/healthz`, `/readyz`, `/metrics`, and under `/api/`
+//! (bearer token when `admin.token_file` is set) `GET /api/v1/status` and
+//! `POST /api/v1/reload`. One small HTTP/1.1 exchange per connection.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::server::{ReloadHandle, ReloadOutcome, Shared};
+
+const MAX_HEAD: usize = 16 * 1024;
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Binds the admin API and serves it on the current (control) runtime.
+pub async fn start(
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    reload: ReloadHandle,
+    prometheus: PrometheusHandle,
+) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    let ctx = Arc::new(Ctx {
+        shared,
+        reload,
+        prometheus,
+    });
+    tokio::spawn(async move {
+        loop {
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    tokio::spawn(handle(stream, ctx.clone()));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    });
+    Ok(local)
+}
+
+struct Ctx {
+    shared: Arc<Shared>,
+    reload: ReloadHandle,
+    prometheus: PrometheusHandle,
+}
+
+struct Response {
+    status: u16,
+    content_type: &'static str,
+    body: String,
+    extra: &'static str,
+}
+
+impl Response {
+    fn text(status: u16, body: &str) -> Response {
+        Response {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            body: format!("{body}\n"),
+            extra: "",
+        }
+    }
+    fn json(status: u16, v: serde_json::Value) -> Response {
+        Response {
+            status,
+            content_type: "application/json",
+            body: format!("{v}\n"),
+            extra: "",
+        }
+    }
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        413 => "Payload Too Large",
+        503 => "Service Unavailable",
+        _ => "Error",
+    }
+}
+
+async fn handle(mut stream: TcpStream, ctx: Arc<Ctx>) {
+    let mut buf = Vec::with_capacity(1024);
+    let parsed = tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream, &mut buf)).await;
+    let resp = match parsed {
+        Ok(Ok(Some((method, path, auth)))) => route(&ctx, &method, &path, auth.as_deref()).await,
+        Ok(Ok(None)) => Response::text(400, "bad request"),
+        Ok(Err(_)) | Err(_) => return,
+    };
+    let head = format!(
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n{}\r\n",
+        resp.status,
+        reason(resp.status),
+        resp.content_type,
+        resp.body.len(),
+        resp.extra
+    );
+    let _ = stream.write_all(head.as_bytes()).await;
+    let _ = stream.write_all(resp.body.as_bytes()).await;
+    let _ = stream.shutdown().await;
+}
+
+/// Reads one request head: (method, path, Authorization value). `None`: malformed.
+async fn read_head(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<Option<(String, String, Option<String>)>> {
+    let mut chunk = [0u8; 2048];
+    loop {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut req = httparse::Request::new(&mut headers);
+        match req.parse(buf) {
+            Ok(httparse::Status::Complete(_)) => {
+                let auth = req
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("authorization"))
+                    .and_then(|h| std::str::from_utf8(h.value).ok())
+                    .map(str::to_owned);
+                let method = req.method.unwrap_or("").to_owned();
+                let path = req.path.unwrap_or("").to_owned();
+                return Ok(Some((method, path, auth)));
+            }
+            Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => continue,
+            _ => return Ok(None),
+        }
+    }
+}
+
+/// Constant-time comparison of the presented token with the expected one.
+fn token_ok(expected: &str, auth: Option<&str>) -> bool {
+    let Some(given) = auth.and_then(|a| a.strip_prefix("Bearer ")) else {
+        return false;
+    };
+    let (a, b) = (expected.as_bytes(), given.trim().as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn route(ctx: &Ctx, method: &str, target: &str, auth: Option<&str>) -> Response {
+    let path = target.split('?').next().unwrap_or("");
+    match path {
+        "/healthz" => return Response::text(200, "ok"),
+        "/readyz" => {
+            return if ctx.shared.ready.load(Ordering::Acquire) {
+                Response::text(200, "ready")
+            } else {
+                Response::text(503, "not ready")
+            };
+        }
+        "/metrics" => {
+            return Response {
+                status: 200,
+                content_type: "text/plain; version=0.0.4; charset=utf-8",
+                body: ctx.prometheus.render(),
+                extra: "",
+            };
+        }
+        _ => {}
+    }
+    if !path.starts_with("/api/") {
+        return Response::text(404, "not found");
+    }
+    if let Some(token) = ctx.shared.admin_token.load().as_ref() {
+        if !token_ok(token, auth) {
+            return Response {
+                extra: "WWW-Authenticate: Bearer\r\n",
+                ..Response::json(
+                    401,
+                    json!({"error": "a valid Authorization: Bearer <token> header is required"}),
+                )
+            };
+        }
+    }
+    match (method, path) {
+        ("GET", "/api/v1/status") => Response::json(200, status(&ctx.shared)),
+        ("POST", "/api/v1/reload") => match ctx.reload.reload().await {
+            ReloadOutcome::Ok { summary } => {
+                Response::json(200, json!({"result": "ok", "summary": summary}))
+            }
+            ReloadOutcome::Failed { errors } => {
+                Response::json(400, json!({"result": "error", "errors": errors}))
+            }
+        },
+        (_, "/api/v1/status" | "/api/v1/reload") => Response::text(405, "method not allowed"),
+        _ => Response::text(404, "not found"),
+    }
+}
+
+/// The `GET /api/v1/status` document (SPEC §8).
+pub fn status(shared: &Shared) -> serde_json::Value {
+    let live = shared.live.load_full();
+    let s = &live.snapshot;
+    let listeners: Vec<_> = s
+        .listeners
+        .iter()
+        .zip(&live.listeners)
+        .map(|(l, ll)| {
+            json!({
+                "name": l.name,
+                "protocol": l.protocol.as_str(),
+                "bind": l.bind.to_string(),
+                "active_connections": ll.state.active.load(Ordering::Relaxed),
+            })
+        })
+        .collect();
+    let groups: Vec<_> = s
+        .target_groups
+        .iter()
+        .zip(&live.groups)
+        .map(|(g, lg)| {
+            let targets: Vec<_> = g
+                .targets
+                .iter()
+                .zip(&lg.targets)
+                .map(|(t, st)| {
+                    json!({
+                        "address": t.address,
+                        "zone": t.zone,
+                        "state": "healthy",
+                        "reason": null,
+                        "description": null,
+                        "since": crate::util::rfc3339(st.since),
+                        "in_flight": st.in_flight(),
+                        "active_connections": st.active_connections.load(Ordering::Relaxed),
+                    })
+                })
+                .collect();
+            json!({
+                "name": g.name,
+                "protocol": g.protocol.as_str(),
+                "algorithm": g.algorithm.as_str(),
+                "targets": targets,
+            })
+        })
+        .collect();
+    json!({
+        "node": { "name": s.node.name, "zone": s.node.zone },
+        "config": {
+            "path": s.source.path.display().to_string(),
+            "sha256": s.source.sha256,
+            "loaded_at": crate::util::rfc3339(s.source.loaded_at),
+        },
+        "listeners": listeners,
+        "target_groups": groups,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_tokens() {
+        assert!(token_ok("abc", Some("Bearer abc")));
+        assert!(!token_ok("abc", Some("Bearer abd")));
+        assert!(!token_ok("abc", Some("Bearer ab")));
+        assert!(!token_ok("abc", Some("Basic abc")));
+        assert!(!token_ok("abc", None));
+    }
+}

@@ -1,0 +1,829 @@
+//! The client-side connection loop of http listeners: read a request head (within
+//! `header_timeout` once its first byte arrived; `idle_timeout` between
+//! requests), refuse what cannot be framed safely, route, and proxy to a target
+//! over a pooled keep-alive connection with both bodies streamed.
+//!
+//! Invariants: a request body is always read to its end or the connection is
+//! closed before reuse, on both sides; bytes after a head without a body are the
+//! next request; answers go out in request order.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::chunked::ChunkedDecoder;
+use super::head::{self, BodyFraming, ForwardInfo, Limits, RequestHead, ResponseHead, Version};
+use super::pool;
+use crate::listener::ConnGuard;
+use crate::live::Live;
+use crate::router::{self, RequestView};
+use crate::server::Shared;
+use crate::snapshot::{Action, Listener, ListenerProtocol};
+use crate::targets::InFlight;
+
+/// Connecting to a target longer than this is a 504.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Read size for bodies.
+const IO_CHUNK: usize = 64 * 1024;
+
+/// Why a proxied exchange ended early.
+enum Fail {
+    /// The client went away or misbehaved: close quietly.
+    Client,
+    /// Answer this status (if nothing was sent to the client yet) and close.
+    Status(u16),
+}
+
+/// Per-connection buffers, reused for every request on the connection.
+struct Bufs {
+    /// Bytes read from the client not consumed yet (pipelined requests stay here).
+    client: Vec<u8>,
+    /// Response bytes read from the target.
+    upstream: Vec<u8>,
+    /// Heads and re-encoded chunks being written.
+    out: Vec<u8>,
+    req: RequestHead,
+    resp: ResponseHead,
+}
+
+pub async fn serve(
+    mut client: TcpStream,
+    peer: SocketAddr,
+    listener: Arc<str>,
+    guard: ConnGuard,
+    shared: Arc<Shared>,
+) {
+    let local_port = client.local_addr().map_or(0, |a| a.port());
+    let client_ip = crate::net::canonical_ip(peer.ip());
+    let born = Instant::now();
+    let mut draining = shared.draining.subscribe();
+    let mut b = Bufs {
+        client: Vec::with_capacity(4096),
+        upstream: Vec::new(),
+        out: Vec::new(),
+        req: RequestHead::default(),
+        resp: ResponseHead::default(),
+    };
+    let metrics = &guard.listener().metrics;
+    loop {
+        // Between requests only idle_timeout applies, and closing is silent.
+        if b.client.is_empty() {
+            if *draining.borrow() {
+                return;
+            }
+            let idle = {
+                let live = shared.live.load();
+                match live.listener_index(&listener) {
+                    Some(li) => live.snapshot.listeners[li].idle_timeout,
+                    None => return,
+                }
+            };
+            tokio::select! {
+                r = tokio::time::timeout(idle, read_more(&mut client, &mut b.client)) => match r {
+                    Ok(Ok(n)) if n > 0 => {}
+                    _ => return,
+                },
+                _ = draining.changed() => return,
+            }
+        }
+        // The request uses the tables current when its first byte arrived.
+        let live = shared.live.load_full();
+        let Some(li) = live.listener_index(&listener) else {
+            return;
+        };
+        let cfg = &live.snapshot.listeners[li];
+        let limits = Limits {
+            // Both Transfer-Encoding and Content-Length: strictest refuses; the
+            // other modes forward it chunked without the Content-Length and close
+            // both connections after the exchange (SPEC §3).
+            reject_te_with_cl: cfg.desync_mitigation == crate::snapshot::DesyncMode::Strictest,
+            ..Limits::default()
+        };
+        // The head must arrive whole within header_timeout of its first byte.
+        let deadline = tokio::time::Instant::now() + cfg.header_timeout;
+        b.req.clear();
+        let parsed = loop {
+            match head::parse_request(&b.client, &limits, &mut b.req) {
+                Ok(Some(())) => break Ok(()),
+                Ok(None) => {}
+                Err(e) => break Err(e),
+            }
+            match tokio::time::timeout_at(deadline, read_more(&mut client, &mut b.client)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                Ok(_) => return,
+                Err(_) => {
+                    metrics.lb_response(408);
+                    let _ = send_error(&mut client, &mut b.out, 408, true).await;
+                    return;
+                }
+            }
+        };
+        if let Err(e) = parsed {
+            let status = e.status();
+            metrics.lb_response(status);
+            tracing::debug!(listener = %listener, client = %peer, reason = e.reason(), "request refused with {status}");
+            let _ = send_error(&mut client, &mut b.out, status, true).await;
+            return;
+        }
+        metrics.bytes_in.increment(b.req.head_len as u64);
+        let old_age = born.elapsed() >= cfg.client_keep_alive;
+        let keep = b.req.keep_alive && !old_age && !*draining.borrow();
+        let outcome = exchange(
+            &mut client,
+            &mut b,
+            &live,
+            cfg,
+            client_ip,
+            local_port,
+            keep,
+            &listener,
+        )
+        .await;
+        match outcome {
+            Ok(true) => continue,
+            Ok(false) => return,
+            Err(Fail::Client) => return,
+            Err(Fail::Status(code)) => {
+                metrics.lb_response(code);
+                let _ = send_error(&mut client, &mut b.out, code, true).await;
+                return;
+            }
+        }
+    }
+}
+
+async fn read_more(s: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    if buf.capacity() - buf.len() < 2048 {
+        buf.reserve(8192);
+    }
+    s.read_buf(buf).await
+}
+
+async fn send_error(
+    client: &mut TcpStream,
+    out: &mut Vec<u8>,
+    status: u16,
+    close: bool,
+) -> std::io::Result<()> {
+    out.clear();
+    head::write_error_response(status, close, out);
+    client.write_all(out).await?;
+    if close {
+        let _ = client.shutdown().await;
+    }
+    Ok(())
+}
+
+/// Strips the port from a Host value and lower-cases it into `out`.
+fn host_for_routing<'a>(raw: Option<&[u8]>, out: &'a mut String) -> &'a str {
+    out.clear();
+    if let Some(h) = raw.and_then(|h| std::str::from_utf8(h).ok()) {
+        let no_port = if h.starts_with('[') {
+            h.split_once(']')
+                .map_or(h, |(a, _)| a)
+                .trim_start_matches('[')
+        } else {
+            h.rsplit_once(':').map_or(h, |(a, p)| {
+                if p.bytes().all(|c| c.is_ascii_digit()) {
+                    a
+                } else {
+                    h
+                }
+            })
+        };
+        out.push_str(no_port);
+        out.make_ascii_lowercase();
+    }
+    out
+}
+
+/// One request: route it and carry out the action. `Ok(keep)`: whether the
+/// client connection may carry another request.
+#[allow(clippy::too_many_arguments)]
+async fn exchange(
+    client: &mut TcpStream,
+    b: &mut Bufs,
+    live: &Arc<Live>,
+    cfg: &Listener,
+    client_ip: std::net::IpAddr,
+    local_port: u16,
+    keep: bool,
+    listener: &str,
+) -> Result<bool, Fail> {
+    let li = live.listener_index(listener).unwrap_or(0);
+    let lstate = &live.listeners[li];
+    let (action, location) = {
+        let buf = &b.client;
+        let target = std::str::from_utf8(b.req.target(buf)).unwrap_or("/");
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        let mut host = String::new();
+        let host = host_for_routing(b.req.host(buf), &mut host);
+        let method = std::str::from_utf8(b.req.method(buf)).unwrap_or("");
+        let headers = |f: &mut dyn FnMut(&str, &str) -> bool| {
+            b.req.headers.iter().any(|(n, v)| {
+                let (Ok(n), Ok(v)) = (
+                    std::str::from_utf8(&buf[n.clone()]),
+                    std::str::from_utf8(&buf[v.clone()]),
+                ) else {
+                    return false;
+                };
+                f(n, v)
+            })
+        };
+        let view = RequestView {
+            host,
+            path,
+            query,
+            method,
+            headers: &headers,
+            source: client_ip,
+        };
+        let (action, _priority) = router::route(cfg, &view);
+        let location = match action {
+            Action::Redirect(r) => {
+                let proto = if cfg.protocol == ListenerProtocol::Https {
+                    "https"
+                } else {
+                    "http"
+                };
+                super::redirect::location(r, proto, host, local_port, path, query)
+            }
+            _ => String::new(),
+        };
+        (action, location)
+    };
+    match action {
+        Action::Forward(f) => {
+            let gid = if f.groups.len() == 1 {
+                f.groups[0].0
+            } else {
+                weighted(&f.groups)
+            };
+            proxy(client, b, live, cfg, gid, client_ip, local_port, keep, li).await
+        }
+        Action::FixedResponse(fr) => {
+            lstate.state.metrics.fixed_response();
+            let body_done = discard_body(client, b).await?;
+            let close = !(keep && body_done);
+            b.out.clear();
+            let reason = reason_phrase(fr.status);
+            b.out.extend_from_slice(
+                format!(
+                    "HTTP/1.1 {} {reason}\r\nServer: fulcrum\r\nContent-Type: {}\r\nContent-Length: {}\r\n{}\r\n",
+                    fr.status,
+                    fr.content_type,
+                    fr.body.len(),
+                    if close { "Connection: close\r\n" } else { "" }
+                )
+                .as_bytes(),
+            );
+            if b.req.method_kind != head::Method::Head {
+                b.out.extend_from_slice(fr.body.as_bytes());
+            }
+            client.write_all(&b.out).await.map_err(|_| Fail::Client)?;
+            lstate.state.metrics.bytes_out.increment(b.out.len() as u64);
+            Ok(!close)
+        }
+        Action::Redirect(r) => {
+            lstate.state.metrics.redirect();
+            let body_done = discard_body(client, b).await?;
+            let close = !(keep && body_done);
+            b.out.clear();
+            b.out.extend_from_slice(
+                format!(
+                    "HTTP/1.1 {} {}\r\nServer: fulcrum\r\nLocation: {location}\r\nContent-Length: 0\r\n{}\r\n",
+                    r.status,
+                    reason_phrase(r.status),
+                    if close { "Connection: close\r\n" } else { "" }
+                )
+                .as_bytes(),
+            );
+            client.write_all(&b.out).await.map_err(|_| Fail::Client)?;
+            Ok(!close)
+        }
+    }
+}
+
+fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        201 => "Created",
+        202 => "Accepted",
+        204 => "No Content",
+        301 => "Moved Permanently",
+        302 => "Found",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Status",
+    }
+}
+
+/// Picks a group of a weighted forward in proportion to the weights.
+fn weighted(groups: &[(crate::snapshot::GroupId, u32)]) -> crate::snapshot::GroupId {
+    let total: u32 = groups.iter().map(|(_, w)| w).sum();
+    let mut x = fastrand::u32(0..total.max(1));
+    for (g, w) in groups {
+        if x < *w {
+            return *g;
+        }
+        x -= w;
+    }
+    groups[0].0
+}
+
+/// Reads and drops the request body (for answers the balancer gives itself).
+/// `Ok(false)` when the body is too long to drain and the connection must close.
+async fn discard_body(client: &mut TcpStream, b: &mut Bufs) -> Result<bool, Fail> {
+    let mut sink = Vec::new();
+    match b.req.framing {
+        BodyFraming::None | BodyFraming::CloseDelimited => {
+            b.client.drain(..b.req.head_len);
+            Ok(true)
+        }
+        BodyFraming::ContentLength(n) if n <= 1 << 20 => {
+            b.client.drain(..b.req.head_len);
+            let mut left = n as usize;
+            loop {
+                let take = left.min(b.client.len());
+                b.client.drain(..take);
+                left -= take;
+                if left == 0 {
+                    return Ok(true);
+                }
+                match read_more(client, &mut b.client).await {
+                    Ok(k) if k > 0 => {}
+                    _ => return Err(Fail::Client),
+                }
+            }
+        }
+        BodyFraming::Chunked => {
+            b.client.drain(..b.req.head_len);
+            let mut dec = ChunkedDecoder::default();
+            loop {
+                sink.clear();
+                let (used, done) = dec
+                    .feed(&b.client, &mut sink)
+                    .map_err(|_| Fail::Status(400))?;
+                b.client.drain(..used);
+                if done {
+                    return Ok(true);
+                }
+                if sink.len() > 1 << 20 && b.client.is_empty() {
+                    return Ok(false);
+                }
+                match read_more(client, &mut b.client).await {
+                    Ok(k) if k > 0 => {}
+                    _ => return Err(Fail::Client),
+                }
+            }
+        }
+        BodyFraming::ContentLength(_) => Ok(false),
+    }
+}
+
+/// Forwards the request to a target of `gid` and the answer back.
+#[allow(clippy::too_many_arguments)]
+async fn proxy(
+    client: &mut TcpStream,
+    b: &mut Bufs,
+    live: &Arc<Live>,
+    cfg: &Listener,
+    gid: crate::snapshot::GroupId,
+    client_ip: std::net::IpAddr,
+    local_port: u16,
+    keep: bool,
+    li: usize,
+) -> Result<bool, Fail> {
+    let group = &live.groups[gid.0 as usize];
+    let gcfg = &live.snapshot.target_groups[gid.0 as usize];
+    let lstate = &live.listeners[li];
+    let gm = &group.state.metrics;
+    // Write the head to send now: it does not depend on the target.
+    let fwd = ForwardInfo {
+        client_ip,
+        proto: if cfg.protocol == ListenerProtocol::Https {
+            "https"
+        } else {
+            "http"
+        },
+        port: local_port,
+        xff: cfg.xff,
+    };
+    b.out.clear();
+    let close_upstream = b.req.te_with_cl;
+    let extra: &[(&str, &str)] = if close_upstream {
+        &[("Connection", "close")]
+    } else {
+        &[]
+    };
+    head::write_upstream_request(&b.client, &b.req, &fwd, extra, &mut b.out);
+    let head_bytes = std::mem::take(&mut b.out);
+    let framing = b.req.framing;
+    let method_head = b.req.method_kind == head::Method::Head;
+    let idempotent = b.req.method_kind.is_idempotent();
+    let req_version = b.req.version;
+    let expect_continue = b.req.expect_continue;
+    let upgrade_websocket = b.req.upgrade_websocket;
+    let req_head_len = b.req.head_len;
+    b.client.drain(..req_head_len);
+
+    // Connect (pooled first); a failed connect moves to another target once.
+    let mut skip = None;
+    let mut retried = false;
+    let (ti, mut up, mut pooled) = loop {
+        let Some(ti) = crate::balancer::pick(group, skip) else {
+            b.out = head_bytes;
+            return Err(Fail::Status(if group.targets.is_empty() {
+                503
+            } else {
+                502
+            }));
+        };
+        let addr = gcfg.targets[ti].addr;
+        if let Some(s) = pool::checkout(addr) {
+            break (ti, s, true);
+        }
+        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => {
+                let _ = s.set_nodelay(true);
+                break (ti, s, false);
+            }
+            Ok(Err(_)) | Err(_) if !retried && group.targets.len() > 1 => {
+                gm.connection_error();
+                gm.retry();
+                retried = true;
+                skip = Some(ti);
+            }
+            Ok(Err(_)) => {
+                gm.connection_error();
+                b.out = head_bytes;
+                return Err(Fail::Status(502));
+            }
+            Err(_) => {
+                gm.connection_error();
+                b.out = head_bytes;
+                return Err(Fail::Status(504));
+            }
+        }
+    };
+    let tcfg = &gcfg.targets[ti];
+    let _in_flight = InFlight::new(&group.targets[ti]);
+    lstate.requests(gid, &gcfg.name).increment(1);
+    let sent_at = Instant::now();
+
+    // Send the head; the keep-alive race (a pooled connection the target closed)
+    // is retried once on a fresh connection for a bodiless idempotent request.
+    let mut attempt_fresh = false;
+    loop {
+        let wrote = up.write_all(&head_bytes).await;
+        let no_body = matches!(framing, BodyFraming::None);
+        if wrote.is_ok() {
+            if !no_body {
+                if expect_continue {
+                    client
+                        .write_all(head::CONTINUE_100)
+                        .await
+                        .map_err(|_| Fail::Client)?;
+                }
+                stream_request_body(client, &mut up, b, framing, cfg.idle_timeout).await?;
+            }
+            b.upstream.clear();
+            b.resp.clear();
+            match read_response_head(&mut up, b, method_head, cfg.idle_timeout).await {
+                Ok(()) => break,
+                Err(RespFail::ClosedBeforeAnyByte)
+                    if pooled && !attempt_fresh && idempotent && no_body => {}
+                Err(RespFail::ClosedBeforeAnyByte) | Err(RespFail::Io) => {
+                    gm.connection_error();
+                    b.out = head_bytes;
+                    return Err(Fail::Status(502));
+                }
+                Err(RespFail::Malformed) => {
+                    b.out = head_bytes;
+                    return Err(Fail::Status(502));
+                }
+                Err(RespFail::Timeout) => {
+                    b.out = head_bytes;
+                    return Err(Fail::Status(504));
+                }
+            }
+        } else if !(pooled && !attempt_fresh && idempotent && no_body) {
+            gm.connection_error();
+            b.out = head_bytes;
+            return Err(Fail::Status(502));
+        }
+        // Retry on a fresh connection to the same target.
+        attempt_fresh = true;
+        pooled = false;
+        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(tcfg.addr)).await {
+            Ok(Ok(s)) => {
+                let _ = s.set_nodelay(true);
+                up = s;
+            }
+            _ => {
+                gm.connection_error();
+                b.out = head_bytes;
+                return Err(Fail::Status(502));
+            }
+        }
+    }
+    b.out = head_bytes;
+    gm.response_seconds.record(sent_at.elapsed().as_secs_f64());
+    let status = b.resp.status;
+    gm.response(status);
+
+    // A 101 opens a byte tunnel only for a WebSocket upgrade the client asked for.
+    if status == 101 {
+        if !(upgrade_websocket && b.resp.upgrade_websocket) {
+            return Err(Fail::Status(502));
+        }
+        b.out.clear();
+        head::write_client_response(
+            &b.upstream,
+            &b.resp,
+            BodyFraming::None,
+            false,
+            req_version,
+            &mut b.out,
+        );
+        client.write_all(&b.out).await.map_err(|_| Fail::Client)?;
+        let resp_head_len = b.resp.head_len;
+        b.upstream.drain(..resp_head_len);
+        tunnel(client, &mut up, b, &group.targets[ti]).await;
+        return Ok(false);
+    }
+
+    // The answer to the client. A chunked body to an HTTP/1.0 client goes out
+    // unframed and ends with the connection.
+    let resp_framing = b.resp.framing;
+    let dechunk_for_10 = req_version == Version::Http10 && resp_framing == BodyFraming::Chunked;
+    let framing_out = if dechunk_for_10 {
+        BodyFraming::CloseDelimited
+    } else {
+        resp_framing
+    };
+    let close_delimited = matches!(framing_out, BodyFraming::CloseDelimited);
+    let client_close = !keep || close_delimited;
+    b.out.clear();
+    head::write_client_response(
+        &b.upstream,
+        &b.resp,
+        framing_out,
+        client_close,
+        req_version,
+        &mut b.out,
+    );
+    let resp_head_len = b.resp.head_len;
+    client.write_all(&b.out).await.map_err(|_| Fail::Client)?;
+    let mut sent = b.out.len() as u64;
+    b.upstream.drain(..resp_head_len);
+    let upstream_clean = stream_response_body(
+        client,
+        &mut up,
+        b,
+        resp_framing,
+        dechunk_for_10,
+        cfg.idle_timeout,
+        &mut sent,
+    )
+    .await?;
+    lstate.state.metrics.bytes_out.increment(sent);
+    if upstream_clean && b.resp.keep_alive && b.upstream.is_empty() && !close_upstream {
+        pool::checkin(tcfg.addr, up, gcfg.keep_alive_timeout);
+    }
+    if client_close {
+        let _ = client.shutdown().await;
+    }
+    Ok(!client_close)
+}
+
+/// Streams the request body from the client to the target.
+async fn stream_request_body(
+    client: &mut TcpStream,
+    up: &mut TcpStream,
+    b: &mut Bufs,
+    framing: BodyFraming,
+    idle: Duration,
+) -> Result<(), Fail> {
+    match framing {
+        BodyFraming::ContentLength(n) => {
+            let mut left = n;
+            loop {
+                let take = (left as usize).min(b.client.len());
+                if take > 0 {
+                    up.write_all(&b.client[..take])
+                        .await
+                        .map_err(|_| Fail::Status(502))?;
+                    b.client.drain(..take);
+                    left -= take as u64;
+                }
+                if left == 0 {
+                    return Ok(());
+                }
+                match tokio::time::timeout(idle, read_more(client, &mut b.client)).await {
+                    Ok(Ok(k)) if k > 0 => {}
+                    _ => return Err(Fail::Client),
+                }
+            }
+        }
+        BodyFraming::Chunked => {
+            let mut dec = ChunkedDecoder::default();
+            loop {
+                b.out.clear();
+                let (used, done) = dec
+                    .feed(&b.client, &mut b.out)
+                    .map_err(|_| Fail::Status(400))?;
+                b.client.drain(..used);
+                if !b.out.is_empty() {
+                    up.write_all(&b.out).await.map_err(|_| Fail::Status(502))?;
+                }
+                if done {
+                    return Ok(());
+                }
+                match tokio::time::timeout(idle, read_more(client, &mut b.client)).await {
+                    Ok(Ok(k)) if k > 0 => {}
+                    _ => return Err(Fail::Client),
+                }
+            }
+        }
+        BodyFraming::None | BodyFraming::CloseDelimited => Ok(()),
+    }
+}
+
+/// After a 101: bytes flow both ways until either side closes; the connection
+/// stays on this target.
+async fn tunnel(
+    client: &mut TcpStream,
+    up: &mut TcpStream,
+    b: &mut Bufs,
+    target: &Arc<crate::targets::TargetState>,
+) {
+    use std::sync::atomic::Ordering;
+    target.active_connections.fetch_add(1, Ordering::Relaxed);
+    let result = async {
+        if !b.client.is_empty() {
+            up.write_all(&b.client).await?;
+            b.client.clear();
+        }
+        if !b.upstream.is_empty() {
+            client.write_all(&b.upstream).await?;
+            b.upstream.clear();
+        }
+        tokio::io::copy_bidirectional(client, up).await.map(|_| ())
+    }
+    .await;
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "upgraded connection ended");
+    }
+    target.active_connections.fetch_sub(1, Ordering::Relaxed);
+}
+
+enum RespFail {
+    ClosedBeforeAnyByte,
+    Io,
+    Malformed,
+    Timeout,
+}
+
+/// Reads the target's response head into `b.upstream`/`b.resp`, skipping interim
+/// 100 Continue answers (the balancer answered the client's Expect itself).
+async fn read_response_head(
+    up: &mut TcpStream,
+    b: &mut Bufs,
+    method_head: bool,
+    idle: Duration,
+) -> Result<(), RespFail> {
+    loop {
+        match head::parse_response(&b.upstream, method_head, &mut b.resp) {
+            Ok(Some(())) => {
+                // Interim answers other than 101 are dropped: the balancer answered
+                // the client's Expect itself and 1xx hints are optional.
+                if (100..200).contains(&b.resp.status) && b.resp.status != 101 {
+                    b.upstream.drain(..b.resp.head_len);
+                    b.resp.clear();
+                    continue;
+                }
+                return Ok(());
+            }
+            Ok(None) => {}
+            Err(_) => return Err(RespFail::Malformed),
+        }
+        let got_any = !b.upstream.is_empty();
+        match tokio::time::timeout(idle, read_more(up, &mut b.upstream)).await {
+            Ok(Ok(0)) if !got_any => return Err(RespFail::ClosedBeforeAnyByte),
+            Ok(Err(e)) if !got_any && matches!(e.kind(), std::io::ErrorKind::ConnectionReset) => {
+                return Err(RespFail::ClosedBeforeAnyByte);
+            }
+            Ok(Ok(0)) | Ok(Err(_)) => return Err(RespFail::Io),
+            Ok(Ok(_)) => {}
+            Err(_) => return Err(RespFail::Timeout),
+        }
+    }
+}
+
+/// Streams the response body to the client. `Ok(true)`: the body ended exactly
+/// (the target connection can be reused).
+async fn stream_response_body(
+    client: &mut TcpStream,
+    up: &mut TcpStream,
+    b: &mut Bufs,
+    framing: BodyFraming,
+    dechunk: bool,
+    idle: Duration,
+    sent: &mut u64,
+) -> Result<bool, Fail> {
+    match framing {
+        BodyFraming::None => Ok(true),
+        BodyFraming::ContentLength(n) => {
+            let mut left = n;
+            loop {
+                let take = (left as usize).min(b.upstream.len());
+                if take > 0 {
+                    client
+                        .write_all(&b.upstream[..take])
+                        .await
+                        .map_err(|_| Fail::Client)?;
+                    b.upstream.drain(..take);
+                    left -= take as u64;
+                    *sent += take as u64;
+                }
+                if left == 0 {
+                    return Ok(true);
+                }
+                if b.upstream.capacity() < IO_CHUNK {
+                    b.upstream.reserve(IO_CHUNK);
+                }
+                match tokio::time::timeout(idle, read_more(up, &mut b.upstream)).await {
+                    Ok(Ok(k)) if k > 0 => {}
+                    _ => return Err(Fail::Client),
+                }
+            }
+        }
+        BodyFraming::Chunked => {
+            let mut dec = if dechunk {
+                ChunkedDecoder::data_only()
+            } else {
+                ChunkedDecoder::default()
+            };
+            loop {
+                b.out.clear();
+                let (used, done) = dec
+                    .feed(&b.upstream, &mut b.out)
+                    .map_err(|_| Fail::Client)?;
+                b.upstream.drain(..used);
+                if !b.out.is_empty() {
+                    client.write_all(&b.out).await.map_err(|_| Fail::Client)?;
+                    *sent += b.out.len() as u64;
+                }
+                if done {
+                    return Ok(true);
+                }
+                match tokio::time::timeout(idle, read_more(up, &mut b.upstream)).await {
+                    Ok(Ok(k)) if k > 0 => {}
+                    _ => return Err(Fail::Client),
+                }
+            }
+        }
+        BodyFraming::CloseDelimited => loop {
+            if !b.upstream.is_empty() {
+                client
+                    .write_all(&b.upstream)
+                    .await
+                    .map_err(|_| Fail::Client)?;
+                *sent += b.upstream.len() as u64;
+                b.upstream.clear();
+            }
+            match tokio::time::timeout(idle, read_more(up, &mut b.upstream)).await {
+                Ok(Ok(0)) => return Ok(false),
+                Ok(Ok(_)) => {}
+                _ => return Err(Fail::Client),
+            }
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routing_host_drops_port_and_case() {
+        let mut s = String::new();
+        assert_eq!(
+            host_for_routing(Some(b"Api.Example.COM:8080"), &mut s),
+            "api.example.com"
+        );
+        assert_eq!(host_for_routing(Some(b"[::1]:80"), &mut s), "::1");
+        assert_eq!(host_for_routing(None, &mut s), "");
+    }
+}

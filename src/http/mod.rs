@@ -1,0 +1,8 @@
+//! HTTP/1: framing over httparse (pure), the chunked codec, the client-side
+//! connection loop, the upstream keep-alive pool and redirects.
+
+pub mod chunked;
+pub mod conn;
+pub mod head;
+pub mod pool;
+pub mod redirect;

@@ -1,0 +1,204 @@
+//! Listening sockets and accept loops: one SO_REUSEPORT socket per listener per
+//! worker, the allow-list and `max_connections` checked at accept, accept errors
+//! (EMFILE and friends) met with a back-off instead of a spin.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use crate::metrics::RejectReason;
+use crate::server::Shared;
+use crate::snapshot::ListenerProtocol;
+use crate::targets::ListenerState;
+use crate::worker::Workers;
+
+/// Listen backlog per socket.
+const BACKLOG: i32 = 4096;
+
+/// Binds `n` sockets to `addr` with SO_REUSEPORT (one per worker).
+pub fn bind(addr: SocketAddr, n: usize) -> io::Result<Vec<std::net::TcpListener>> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n.max(1) {
+        let domain = if addr.is_ipv4() {
+            Domain::IPV4
+        } else {
+            Domain::IPV6
+        };
+        let s = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+        if addr.is_ipv6() {
+            s.set_only_v6(true)?;
+        }
+        s.set_reuse_address(true)?;
+        s.set_reuse_port(true)?;
+        s.set_nonblocking(true)?;
+        s.bind(&addr.into())?;
+        s.listen(BACKLOG)?;
+        out.push(s.into());
+    }
+    Ok(out)
+}
+
+/// A listener's accept loops, running on every worker until stopped.
+pub struct Running {
+    pub bind: SocketAddr,
+    stop: watch::Sender<bool>,
+}
+
+impl Running {
+    /// Closes the listening sockets (connections already accepted go on).
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+/// Starts one accept loop per socket, each on its own worker.
+pub fn start(
+    name: &str,
+    bind: SocketAddr,
+    sockets: Vec<std::net::TcpListener>,
+    workers: &Workers,
+    shared: &Arc<Shared>,
+    state: Arc<ListenerState>,
+) -> Running {
+    let (stop, stop_rx) = watch::channel(false);
+    let name: Arc<str> = Arc::from(name);
+    for (i, sock) in sockets.into_iter().enumerate() {
+        let handle = &workers.handles()[i % workers.len().max(1)];
+        let (name, shared, state, stop_rx) =
+            (name.clone(), shared.clone(), state.clone(), stop_rx.clone());
+        handle.spawn(async move {
+            match TcpListener::from_std(sock) {
+                Ok(l) => accept_loop(l, name, shared, state, stop_rx).await,
+                Err(e) => tracing::error!(listener = %name, error = %e, "cannot register listening socket"),
+            }
+        });
+    }
+    Running { bind, stop }
+}
+
+/// Holds one slot of `max_connections` and the listener's active count; both
+/// are given back when the connection ends, however it ends.
+pub struct ConnGuard {
+    shared: Arc<Shared>,
+    state: Arc<ListenerState>,
+}
+
+impl ConnGuard {
+    pub fn listener(&self) -> &Arc<ListenerState> {
+        &self.state
+    }
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.shared.connections.fetch_sub(1, Ordering::AcqRel);
+        self.state.active.fetch_sub(1, Ordering::Relaxed);
+        self.state.metrics.active.decrement(1.0);
+    }
+}
+
+fn transient(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+    )
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    name: Arc<str>,
+    shared: Arc<Shared>,
+    state: Arc<ListenerState>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = stop.changed() => break,
+            r = listener.accept() => r,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => {
+                backoff = Duration::from_millis(5);
+                x
+            }
+            Err(e) if transient(&e) => continue,
+            Err(e) => {
+                // EMFILE, ENFILE, ENOBUFS, ENOMEM: wait for resources instead of spinning.
+                tracing::warn!(listener = %name, error = %e, "accept failed; backing off {backoff:?}");
+                tokio::select! {
+                    _ = stop.changed() => break,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        admit(stream, peer, &name, &shared, &state);
+    }
+}
+
+/// The checks at accept, then the connection's task.
+fn admit(
+    stream: TcpStream,
+    peer: SocketAddr,
+    name: &str,
+    shared: &Arc<Shared>,
+    state: &Arc<ListenerState>,
+) {
+    let live = shared.live.load();
+    let Some(idx) = live.listener_index(name) else {
+        return; // removed by a reload a moment ago
+    };
+    let cfg = &live.snapshot.listeners[idx];
+    let ip = crate::net::canonical_ip(peer.ip());
+    if !cfg.allow.iter().any(|net| net.contains(&ip)) {
+        state.metrics.rejected(RejectReason::NotAllowed);
+        crate::net::reset(stream);
+        return;
+    }
+    let max = live.snapshot.runtime.max_connections;
+    if shared.connections.fetch_add(1, Ordering::AcqRel) >= max {
+        shared.connections.fetch_sub(1, Ordering::AcqRel);
+        state.metrics.rejected(RejectReason::MaxConnections);
+        crate::net::reset(stream);
+        return;
+    }
+    state.active.fetch_add(1, Ordering::Relaxed);
+    state.metrics.active.increment(1.0);
+    state.metrics.connections.increment(1);
+    let guard = ConnGuard {
+        shared: shared.clone(),
+        state: state.clone(),
+    };
+    let _ = stream.set_nodelay(true);
+    let name: Arc<str> = Arc::from(name);
+    match cfg.protocol {
+        ListenerProtocol::Http => {
+            tokio::spawn(crate::http::conn::serve(
+                stream,
+                peer,
+                name,
+                guard,
+                shared.clone(),
+            ));
+        }
+        ListenerProtocol::Tcp => {
+            tokio::spawn(crate::l4::serve(stream, peer, name, guard, shared.clone()));
+        }
+        ListenerProtocol::Https | ListenerProtocol::Tls => {
+            // TLS termination arrives with the L4/TLS issue; until then such a
+            // listener accepts nothing it could serve.
+            tracing::debug!(listener = %name, "TLS listeners are not served yet; closing");
+        }
+    }
+}

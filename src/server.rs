@@ -1,0 +1,430 @@
+//! Start, reload and graceful shutdown (SPEC §7). The control thread owns the
+//! registry, the running listeners and the reload queue; workers only read the
+//! published [`Live`] view.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::listener::{self, Running};
+use crate::live::Live;
+use crate::snapshot::Snapshot;
+use crate::systemd;
+use crate::targets::Registry;
+use crate::worker::Workers;
+
+/// State shared by the control thread, the admin API and every worker.
+pub struct Shared {
+    /// The one published view; replaced whole by a reload.
+    pub live: ArcSwap<Live>,
+    /// Client connections over all listeners (`runtime.max_connections`).
+    pub connections: AtomicUsize,
+    /// `/readyz`: true once listening, false again when shutting down.
+    pub ready: AtomicBool,
+    /// Set at shutdown: connections finish their request and close.
+    pub draining: watch::Sender<bool>,
+    /// The admin API's bearer token (re-read at reload).
+    pub admin_token: ArcSwap<Option<String>>,
+    /// The config file this process serves.
+    pub config_path: PathBuf,
+}
+
+/// The answer to a reload, shared by every caller that waited for it.
+#[derive(Clone, Debug)]
+pub enum ReloadOutcome {
+    Ok { summary: String },
+    Failed { errors: Vec<String> },
+}
+
+/// Asks the control thread for a reload and waits for its answer.
+#[derive(Clone)]
+pub struct ReloadHandle {
+    tx: mpsc::UnboundedSender<oneshot::Sender<ReloadOutcome>>,
+}
+
+impl ReloadHandle {
+    pub async fn reload(&self) -> ReloadOutcome {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(tx).is_err() {
+            return ReloadOutcome::Failed {
+                errors: vec!["the server is shutting down".into()],
+            };
+        }
+        rx.await.unwrap_or(ReloadOutcome::Failed {
+            errors: vec!["the server is shutting down".into()],
+        })
+    }
+}
+
+/// Raises the open-file soft limit to the hard limit (each connection costs fds).
+fn raise_nofile_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut lim = getrlimit(Resource::Nofile);
+    if lim.current < lim.maximum {
+        lim.current = lim.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, lim) {
+            tracing::warn!(error = %e, "cannot raise the open-file limit");
+        }
+    }
+}
+
+fn read_token(snapshot: &Snapshot) -> Option<String> {
+    let path = snapshot.admin.token_file.as_ref()?;
+    match std::fs::read_to_string(path) {
+        Ok(s) => Some(s.trim_end_matches(['\n', '\r']).to_owned()),
+        Err(e) => {
+            // An unreadable token must not open the API: use one nobody knows.
+            tracing::error!(path = %path.display(), error = %e, "cannot read admin token file; /api/ refuses every request");
+            Some(format!("unreadable-{}", fastrand::u64(..)))
+        }
+    }
+}
+
+/// Control-thread state.
+struct Control {
+    shared: Arc<Shared>,
+    registry: Registry,
+    running: HashMap<String, Running>,
+    workers: Workers,
+    /// Values that need a restart to change.
+    worker_threads: usize,
+    admin_bind: Option<SocketAddr>,
+}
+
+/// Runs the load balancer until SIGTERM/SIGINT. Returns the exit code.
+pub fn run(config: &Path) -> i32 {
+    let snapshot = match crate::config::load(config) {
+        Ok(s) => Arc::new(s),
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            return 1;
+        }
+    };
+    raise_nofile_limit();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("fulcrum: cannot start the control runtime: {e}");
+            return 1;
+        }
+    };
+    rt.block_on(async move {
+        match start(config, snapshot, None).await {
+            Ok(server) => server.wait().await,
+            Err(msg) => {
+                eprintln!("fulcrum: {msg}");
+                1
+            }
+        }
+    })
+}
+
+/// A started server, for `run`, `demo` and tests.
+pub struct Server {
+    control: Control,
+    reload_rx: mpsc::UnboundedReceiver<oneshot::Sender<ReloadOutcome>>,
+    pub reload: ReloadHandle,
+    pub admin_addr: Option<SocketAddr>,
+    stop_rx: Option<oneshot::Receiver<()>>,
+}
+
+/// Binds every listener and the admin API and starts serving. `stop` (for
+/// `demo` and tests) ends the server like SIGTERM does.
+pub async fn start(
+    config: &Path,
+    snapshot: Arc<Snapshot>,
+    stop: Option<oneshot::Receiver<()>>,
+) -> Result<Server, String> {
+    let prometheus = crate::metrics::install();
+    let workers = Workers::start(snapshot.runtime.worker_threads)
+        .map_err(|e| format!("cannot start worker threads: {e}"))?;
+    for h in workers.handles() {
+        h.spawn(crate::http::pool::sweeper(Duration::from_millis(500)));
+    }
+    let mut registry = Registry::default();
+    let live = Live::build(snapshot.clone(), &mut registry);
+    let (draining, _) = watch::channel(false);
+    let shared = Arc::new(Shared {
+        live: ArcSwap::from_pointee(live),
+        connections: AtomicUsize::new(0),
+        ready: AtomicBool::new(false),
+        draining,
+        admin_token: ArcSwap::from_pointee(read_token(&snapshot)),
+        config_path: snapshot.source.path.clone(),
+    });
+    let _ = config;
+    let mut control = Control {
+        shared: shared.clone(),
+        registry,
+        running: HashMap::new(),
+        workers,
+        worker_threads: snapshot.runtime.worker_threads,
+        admin_bind: snapshot.admin.bind,
+    };
+    // Bind everything first: a failure leaves nothing half-started.
+    let mut bound = Vec::new();
+    for l in &snapshot.listeners {
+        match listener::bind(l.bind, control.workers.len()) {
+            Ok(s) => bound.push((l, s)),
+            Err(e) => {
+                return Err(format!("listener {}: cannot bind {}: {e}", l.name, l.bind));
+            }
+        }
+    }
+    let (reload_tx, reload_rx) = mpsc::unbounded_channel();
+    let reload = ReloadHandle { tx: reload_tx };
+    let admin_addr = match snapshot.admin.bind {
+        Some(addr) => Some(
+            crate::admin::start(addr, shared.clone(), reload.clone(), prometheus)
+                .await
+                .map_err(|e| format!("admin API: cannot bind {addr}: {e}"))?,
+        ),
+        None => None,
+    };
+    for (l, sockets) in bound {
+        let state = control.registry.listener(&l.name);
+        let r = listener::start(&l.name, l.bind, sockets, &control.workers, &shared, state);
+        control.running.insert(l.name.clone(), r);
+    }
+    crate::metrics::reload(true);
+    shared.ready.store(true, Ordering::Release);
+    systemd::ready();
+    tracing::info!(config = %snapshot.source.path.display(), "{}; serving", snapshot.summary());
+    Ok(Server {
+        control,
+        reload_rx,
+        reload,
+        admin_addr,
+        stop_rx: stop,
+    })
+}
+
+impl Server {
+    /// Serves reloads and signals until shutdown; returns the exit code.
+    pub async fn wait(mut self) -> i32 {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (mut hup, mut term, mut int) = match (
+            signal(SignalKind::hangup()),
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(h), Ok(t), Ok(i)) => (h, t, i),
+            _ => {
+                eprintln!("fulcrum: cannot install signal handlers");
+                return 1;
+            }
+        };
+        let mut stop_rx = self.stop_rx.take();
+        let watchdog = systemd::watchdog_interval();
+        let mut watchdog_tick =
+            tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
+        let mut last_progress = self.control.workers.progress();
+        let prometheus = crate::metrics::install();
+        let mut upkeep = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                _ = hup.recv() => {
+                    let outcome = self.control.reload().await;
+                    log_outcome("SIGHUP", &outcome);
+                }
+                Some(first) = self.reload_rx.recv() => {
+                    // Everyone who asked while a reload ran shares the next one.
+                    let mut waiters = vec![first];
+                    while let Ok(w) = self.reload_rx.try_recv() {
+                        waiters.push(w);
+                    }
+                    let outcome = self.control.reload().await;
+                    log_outcome("API", &outcome);
+                    for w in waiters {
+                        let _ = w.send(outcome.clone());
+                    }
+                }
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = async { match stop_rx.as_mut() { Some(rx) => { let _ = rx.await; } None => std::future::pending().await } } => break,
+                _ = watchdog_tick.tick(), if watchdog.is_some() => {
+                    let now = self.control.workers.progress();
+                    // Only while every worker moved since the last tick.
+                    if now.iter().zip(&last_progress).all(|(a, b)| a != b) {
+                        systemd::watchdog();
+                    } else {
+                        tracing::error!("a worker thread made no progress; withholding the watchdog ping");
+                    }
+                    last_progress = now;
+                }
+                _ = upkeep.tick() => prometheus.run_upkeep(),
+            }
+        }
+        self.shutdown().await;
+        0
+    }
+
+    async fn shutdown(self) {
+        let shared = self.control.shared.clone();
+        let snap = shared.live.load_full().snapshot.clone();
+        shared.ready.store(false, Ordering::Release);
+        systemd::stopping();
+        tracing::info!(
+            "shutting down: /readyz answers 503; listeners close in {:?}",
+            snap.runtime.shutdown_delay
+        );
+        tokio::time::sleep(snap.runtime.shutdown_delay).await;
+        for r in self.control.running.values() {
+            r.stop();
+        }
+        let _ = shared.draining.send(true);
+        let deadline = Instant::now() + snap.runtime.shutdown_timeout;
+        while shared.connections.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let left = shared.connections.load(Ordering::Acquire);
+        if left > 0 {
+            tracing::warn!(
+                "shutdown_timeout reached with {left} connections still open; closing them"
+            );
+        }
+        self.control.workers.stop();
+        tracing::info!("stopped");
+    }
+}
+
+fn log_outcome(via: &str, outcome: &ReloadOutcome) {
+    match outcome {
+        ReloadOutcome::Ok { summary } => tracing::info!("reload ({via}): {summary}"),
+        ReloadOutcome::Failed { errors } => {
+            for e in errors {
+                tracing::error!("reload ({via}) refused: {e}");
+            }
+        }
+    }
+}
+
+impl Control {
+    /// Re-reads, validates and compiles the config, then swaps it in with the
+    /// listener changes; any error changes nothing.
+    async fn reload(&mut self) -> ReloadOutcome {
+        systemd::reloading();
+        let path = self.shared.config_path.clone();
+        let loaded = tokio::task::spawn_blocking(move || crate::config::load(&path)).await;
+        let outcome = match loaded {
+            Ok(Ok(snapshot)) => self.apply(Arc::new(snapshot)),
+            Ok(Err(errors)) => ReloadOutcome::Failed {
+                errors: errors.iter().map(|e| e.to_string()).collect(),
+            },
+            Err(e) => ReloadOutcome::Failed {
+                errors: vec![format!("reload task failed: {e}")],
+            },
+        };
+        crate::metrics::reload(matches!(outcome, ReloadOutcome::Ok { .. }));
+        systemd::ready();
+        outcome
+    }
+
+    fn apply(&mut self, snapshot: Arc<Snapshot>) -> ReloadOutcome {
+        let file = snapshot.source.path.display().to_string();
+        // 1. Bind what is new or moved; a failure rolls everything back.
+        let mut new_sockets = Vec::new();
+        for l in &snapshot.listeners {
+            let keep = self.running.get(&l.name).is_some_and(|r| r.bind == l.bind);
+            if keep {
+                continue;
+            }
+            match listener::bind(l.bind, self.workers.len()) {
+                Ok(s) => new_sockets.push((l.name.clone(), l.bind, s)),
+                Err(e) => {
+                    return ReloadOutcome::Failed {
+                        errors: vec![format!(
+                            "{file}: listeners: {}: cannot bind {}: {e} (nothing was changed)",
+                            l.name, l.bind
+                        )],
+                    };
+                }
+            }
+        }
+        // 2. Restart-only keys keep their running values.
+        let mut notes = Vec::new();
+        if snapshot.runtime.worker_threads != self.worker_threads {
+            notes.push(format!(
+                "runtime.worker_threads changed to {} but needs a restart (still {})",
+                snapshot.runtime.worker_threads, self.worker_threads
+            ));
+        }
+        if snapshot.admin.bind != self.admin_bind {
+            notes.push(format!(
+                "admin.bind changed but needs a restart (still {})",
+                self.admin_bind.map_or("off".to_owned(), |a| a.to_string())
+            ));
+        }
+        // 3. Publish; idle pooled connections to targets that left close at once.
+        let live = Live::build(snapshot.clone(), &mut self.registry);
+        let old = self.shared.live.swap(Arc::new(live));
+        let kept: std::collections::HashSet<SocketAddr> = snapshot
+            .target_groups
+            .iter()
+            .flat_map(|g| g.targets.iter().map(|t| t.addr))
+            .collect();
+        let gone: Vec<SocketAddr> = old
+            .snapshot
+            .target_groups
+            .iter()
+            .flat_map(|g| g.targets.iter().map(|t| t.addr))
+            .filter(|a| !kept.contains(a))
+            .collect();
+        drop(old);
+        if !gone.is_empty() {
+            for h in self.workers.handles() {
+                let gone = gone.clone();
+                h.spawn(async move {
+                    for a in gone {
+                        crate::http::pool::forget(a);
+                    }
+                });
+            }
+        }
+        self.shared
+            .admin_token
+            .store(Arc::new(read_token(&snapshot)));
+        // 4. Close listeners that are gone or moved; open the new ones.
+        let wanted: HashMap<&str, SocketAddr> = snapshot
+            .listeners
+            .iter()
+            .map(|l| (l.name.as_str(), l.bind))
+            .collect();
+        let mut closed = 0;
+        self.running.retain(|name, r| {
+            let keep = wanted.get(name.as_str()) == Some(&r.bind);
+            if !keep {
+                r.stop();
+                closed += 1;
+            }
+            keep
+        });
+        let opened = new_sockets.len();
+        for (name, bind, sockets) in new_sockets {
+            let state = self.registry.listener(&name);
+            let r = listener::start(&name, bind, sockets, &self.workers, &self.shared, state);
+            self.running.insert(name, r);
+        }
+        self.registry.prune();
+        let mut summary = snapshot.summary();
+        if opened > 0 || closed > 0 {
+            summary.push_str(&format!("; listeners opened {opened}, closed {closed}"));
+        }
+        for n in notes {
+            summary.push_str("; ");
+            summary.push_str(&n);
+        }
+        ReloadOutcome::Ok { summary }
+    }
+}

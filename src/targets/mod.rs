@@ -1,0 +1,156 @@
+//! Stable target identity (group name + configured address) and the runtime state
+//! that outlives reloads: in-flight requests, active connections, health.
+//!
+//! The control thread keeps the [`Registry`]; each reload builds the published
+//! view from it, so a target that stays keeps its very same state object.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::SystemTime;
+
+use crate::metrics::{GroupMetrics, ListenerMetrics};
+
+/// Mutable state of one target, shared by the workers through `Arc`.
+#[derive(Debug)]
+pub struct TargetState {
+    pub group: String,
+    pub address: String,
+    /// Requests sent and not yet answered.
+    pub in_flight: AtomicU32,
+    /// Open proxied connections (tcp/tls listeners, upgraded HTTP).
+    pub active_connections: AtomicU32,
+    /// When the target entered its current state.
+    pub since: SystemTime,
+}
+
+impl TargetState {
+    fn new(group: &str, address: &str) -> TargetState {
+        TargetState {
+            group: group.to_owned(),
+            address: address.to_owned(),
+            in_flight: AtomicU32::new(0),
+            active_connections: AtomicU32::new(0),
+            since: SystemTime::now(),
+        }
+    }
+
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+}
+
+/// Decrements an in-flight count when dropped (also on early return or error).
+pub struct InFlight(Arc<TargetState>);
+
+impl InFlight {
+    pub fn new(t: &Arc<TargetState>) -> InFlight {
+        t.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(t.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Runtime state of a target group that survives reloads (by group name).
+pub struct GroupState {
+    /// The one round-robin rotation of this group, shared by all workers.
+    pub rotation: std::sync::atomic::AtomicUsize,
+    pub metrics: GroupMetrics,
+}
+
+/// Runtime state of a listener that survives reloads (by listener name).
+pub struct ListenerState {
+    pub active: std::sync::atomic::AtomicU64,
+    pub metrics: ListenerMetrics,
+}
+
+/// Everything keyed by stable identity. Touched only by the control thread, at
+/// start and at reload; the data path sees `Arc`s to the entries.
+#[derive(Default)]
+pub struct Registry {
+    targets: HashMap<(String, String), Arc<TargetState>>,
+    groups: HashMap<String, Arc<GroupState>>,
+    listeners: HashMap<String, Arc<ListenerState>>,
+}
+
+impl Registry {
+    pub fn target(&mut self, group: &str, address: &str) -> Arc<TargetState> {
+        self.targets
+            .entry((group.to_owned(), address.to_owned()))
+            .or_insert_with(|| Arc::new(TargetState::new(group, address)))
+            .clone()
+    }
+
+    pub fn group(&mut self, name: &str) -> Arc<GroupState> {
+        self.groups
+            .entry(name.to_owned())
+            .or_insert_with(|| {
+                Arc::new(GroupState {
+                    rotation: Default::default(),
+                    metrics: GroupMetrics::new(name),
+                })
+            })
+            .clone()
+    }
+
+    pub fn listener(&mut self, name: &str) -> Arc<ListenerState> {
+        self.listeners
+            .entry(name.to_owned())
+            .or_insert_with(|| {
+                Arc::new(ListenerState {
+                    active: Default::default(),
+                    metrics: ListenerMetrics::new(name),
+                })
+            })
+            .clone()
+    }
+
+    /// Forgets entries no longer referenced by the published view (called after a
+    /// reload; a draining target is still referenced by its connections).
+    pub fn prune(&mut self) {
+        self.targets.retain(|_, t| Arc::strong_count(t) > 1);
+        self.groups.retain(|_, g| Arc::strong_count(g) > 1);
+        self.listeners.retain(|_, l| Arc::strong_count(l) > 1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_survives_and_unused_entries_are_pruned() {
+        let mut r = Registry::default();
+        let a = r.target("web", "127.0.0.1:1");
+        let _g = r.group("web");
+        a.in_flight.fetch_add(3, Ordering::Relaxed);
+        let again = r.target("web", "127.0.0.1:1");
+        assert!(Arc::ptr_eq(&a, &again));
+        assert_eq!(again.in_flight(), 3);
+        drop(again);
+        let other = r.target("api", "127.0.0.1:1");
+        assert!(!Arc::ptr_eq(&a, &other));
+        drop(other);
+        r.prune();
+        // "api" was dropped by everyone: gone; "web" is still held by `a`.
+        assert_eq!(r.targets.len(), 1);
+        let _ = r.group("web");
+    }
+
+    #[test]
+    fn in_flight_guard_counts_down_on_drop() {
+        let mut r = Registry::default();
+        let t = r.target("g", "a:1");
+        {
+            let _one = InFlight::new(&t);
+            let _two = InFlight::new(&t);
+            assert_eq!(t.in_flight(), 2);
+        }
+        assert_eq!(t.in_flight(), 0);
+    }
+}

@@ -1,0 +1,143 @@
+//! Graceful shutdown (SPEC §7): SIGTERM turns `/readyz` to 503, closes the listening
+//! sockets after `shutdown_delay`, closes idle keep-alive connections, lets in-flight
+//! requests finish and exits 0.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+async fn refused(port: u16) -> bool {
+    tokio::net::TcpStream::connect(local(port)).await.is_err()
+}
+
+/// A request in flight at SIGTERM completes with 200; the listening socket closes
+/// meanwhile, an idle keep-alive client is closed, and the process exits 0 well
+/// before `shutdown_timeout` (30 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_lets_the_request_in_flight_finish_then_exits_0() {
+    bounded(60, async {
+        let a = Backend::start("slowpoke").await;
+        let web = free_port();
+        let mut f = Fulcrum::start(&simple_config(free_port(), web, &[a.addr])).await;
+        let mut idle = Conn::connect(local(web)).await.unwrap();
+        assert_eq!(idle.get("/warm").await.unwrap().status, 200);
+
+        let slow = tokio::spawn(async move {
+            let raw = b"GET /slow?ms=1500 HTTP/1.1\r\nHost: test.local\r\n\r\n";
+            http_request(local(web), raw).await
+        });
+        let backend = &a;
+        eventually(
+            Duration::from_secs(5),
+            "the slow request reaches the target",
+            || async move {
+                backend
+                    .seen()
+                    .iter()
+                    .any(|s| s.target.starts_with("/slow"))
+                    .then_some(())
+            },
+        )
+        .await;
+
+        f.sigterm();
+        let t0 = Instant::now();
+        while !refused(web).await {
+            assert!(
+                t0.elapsed() < Duration::from_secs(1),
+                "the listener still accepts after SIGTERM"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            !slow.is_finished(),
+            "the listener closed only after the request finished"
+        );
+        assert!(
+            idle.closed_without_bytes(Duration::from_secs(5)).await,
+            "the idle keep-alive connection was not closed"
+        );
+
+        let r = slow
+            .await
+            .unwrap()
+            .expect("the request in flight is answered");
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(r.text(), "slowpoke");
+        let status = f
+            .wait_exit(Duration::from_secs(10))
+            .await
+            .expect("exits after shutdown");
+        assert_eq!(status.code(), Some(0), "exit status {status}");
+    })
+    .await;
+}
+
+/// With `shutdown_delay: 1s`: `/readyz` answers 503 at once while the listener still
+/// accepts and serves new connections for about that second; then the port refuses,
+/// idle keep-alive connections are closed and the process exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shutdown_delay_keeps_serving_while_readyz_fails() {
+    bounded(60, async {
+        let a = Backend::start("delay").await;
+        let (admin, web) = (free_port(), free_port());
+        let yaml = simple_config(admin, web, &[a.addr]).replace(
+            "runtime: {worker_threads: 2}",
+            "runtime: {worker_threads: 2, shutdown_delay: 1s, shutdown_timeout: 5s}",
+        );
+        assert!(yaml.contains("shutdown_delay: 1s"));
+        let mut f = Fulcrum::start(&yaml).await;
+        let mut idle = Conn::connect(local(web)).await.unwrap();
+        assert_eq!(idle.get("/warm").await.unwrap().status, 200);
+
+        f.sigterm();
+        let t0 = Instant::now();
+        loop {
+            if let Ok(r) = admin_request(f.admin, "GET", "/readyz", None).await {
+                if r.status == 503 {
+                    break;
+                }
+            }
+            assert!(
+                t0.elapsed() < Duration::from_millis(700),
+                "/readyz did not turn 503 at once"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Still inside the delay: a new client is served.
+        let started = t0.elapsed();
+        assert!(started < Duration::from_millis(800));
+        let r = get(local(web), "/during-delay").await;
+        assert_eq!(r.status, 200, "a request during shutdown_delay");
+        assert_eq!(
+            f.admin_get("/healthz").await.0,
+            200,
+            "/healthz while shutting down"
+        );
+
+        while !refused(web).await {
+            assert!(
+                t0.elapsed() < Duration::from_secs(5),
+                "the listener never closed"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let closed_after = t0.elapsed();
+        assert!(
+            closed_after >= Duration::from_millis(800),
+            "the listener closed {closed_after:?} after SIGTERM, before shutdown_delay (1s)"
+        );
+        assert!(
+            idle.closed_without_bytes(Duration::from_secs(5)).await,
+            "the idle keep-alive connection was not closed"
+        );
+        let status = f
+            .wait_exit(Duration::from_secs(10))
+            .await
+            .expect("exits after shutdown");
+        assert_eq!(status.code(), Some(0), "exit status {status}");
+    })
+    .await;
+}
