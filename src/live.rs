@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use metrics::Counter;
 
+use crate::balancer::cookie::{CookieKey, opaque_id};
 use crate::metrics::LazyCounter;
 use crate::snapshot::{GroupId, Snapshot};
 use crate::targets::{GroupState, ListenerState, Registry, TargetState};
@@ -17,6 +18,10 @@ pub struct Live {
     pub listeners: Vec<LiveListener>,
     /// Same order as `snapshot.target_groups`.
     pub groups: Vec<LiveGroup>,
+    /// Signs and checks sticky cookies (the node secret, or a per-process key).
+    pub cookie_key: Arc<CookieKey>,
+    /// Opaque cookie id of each group, by group id.
+    pub group_cookie_ids: Vec<u64>,
 }
 
 pub struct LiveListener {
@@ -67,10 +72,18 @@ impl Live {
                     .collect(),
             })
             .collect();
+        let cookie_key = registry.cookie_key(snapshot.node.secret_file.as_deref());
+        let group_cookie_ids = snapshot
+            .target_groups
+            .iter()
+            .map(|g| opaque_id(&[&g.name]))
+            .collect();
         Live {
             snapshot,
             listeners,
             groups,
+            cookie_key,
+            group_cookie_ids,
         }
     }
 

@@ -157,6 +157,7 @@ pub struct ListenerMetrics {
     lb_responses: [LazyCounter; LB_CODES.len()],
     pub redirects: LazyCounter,
     pub fixed_responses: LazyCounter,
+    desync: [LazyCounter; 3],
 }
 
 /// Status codes the balancer itself answers with.
@@ -175,6 +176,7 @@ impl ListenerMetrics {
             lb_responses: Default::default(),
             redirects: LazyCounter::default(),
             fixed_responses: LazyCounter::default(),
+            desync: Default::default(),
             name: l,
         }
     }
@@ -195,6 +197,19 @@ impl ListenerMetrics {
                 .get(|| metrics::counter!(LB_RESPONSES, "listener" => self.name.clone(), "code" => code.to_string()))
                 .increment(1);
         }
+    }
+
+    /// Counts a non-compliant request (`acceptable`, `ambiguous` or `severe`).
+    pub fn desync(&self, classification: &'static str) {
+        let i = match classification {
+            "acceptable" => 0,
+            "ambiguous" => 1,
+            "severe" => 2,
+            _ => return,
+        };
+        self.desync[i]
+            .get(|| metrics::counter!(DESYNC_REQUESTS, "listener" => self.name.clone(), "classification" => classification))
+            .increment(1);
     }
 
     pub fn redirect(&self) {

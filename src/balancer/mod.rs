@@ -1,6 +1,8 @@
 //! Target selection. Lock-free: one atomic rotation per group, shared by every
 //! worker. The health-aware eligibility and the other algorithms build on this.
 
+pub mod cookie;
+
 use std::sync::atomic::Ordering;
 
 use crate::live::LiveGroup;

@@ -16,7 +16,8 @@ use tokio::net::TcpStream;
 
 use super::chunked::ChunkedDecoder;
 use super::head::{self, BodyFraming, ForwardInfo, Limits, RequestHead, ResponseHead, Version};
-use super::pool;
+use super::{desync, pool};
+use crate::balancer::cookie;
 use crate::listener::ConnGuard;
 use crate::live::Live;
 use crate::router::{self, RequestView};
@@ -33,6 +34,8 @@ const IO_CHUNK: usize = 64 * 1024;
 enum Fail {
     /// The client went away or misbehaved: close quietly.
     Client,
+    /// The client closed before its response was sent: counted as 460.
+    ClientGone,
     /// Answer this status (if nothing was sent to the client yet) and close.
     Status(u16),
 }
@@ -123,14 +126,32 @@ pub async fn serve(
         };
         if let Err(e) = parsed {
             let status = e.status();
+            if let Some(v) = desync::classify_error(e) {
+                metrics.desync(v.class.as_str());
+            }
             metrics.lb_response(status);
             tracing::debug!(listener = %listener, client = %peer, reason = e.reason(), "request refused with {status}");
             let _ = send_error(&mut client, &mut b.out, status, true).await;
             return;
         }
         metrics.bytes_in.increment(b.req.head_len as u64);
+        let verdict = desync::classify(&b.client, &b.req);
+        let mut close_both = b.req.te_with_cl;
+        if verdict.class != desync::Class::Compliant {
+            metrics.desync(verdict.class.as_str());
+            match desync::act(cfg.desync_mitigation, verdict.class) {
+                desync::Act::Allow => {}
+                desync::Act::AllowThenClose => close_both = true,
+                desync::Act::Block => {
+                    tracing::debug!(listener = %listener, client = %peer, reason = verdict.reason, "request blocked by desync mitigation");
+                    metrics.lb_response(400);
+                    let _ = send_error(&mut client, &mut b.out, 400, true).await;
+                    return;
+                }
+            }
+        }
         let old_age = born.elapsed() >= cfg.client_keep_alive;
-        let keep = b.req.keep_alive && !old_age && !*draining.borrow();
+        let keep = b.req.keep_alive && !old_age && !*draining.borrow() && !close_both;
         let outcome = exchange(
             &mut client,
             &mut b,
@@ -139,6 +160,7 @@ pub async fn serve(
             client_ip,
             local_port,
             keep,
+            close_both,
             &listener,
         )
         .await;
@@ -146,6 +168,11 @@ pub async fn serve(
             Ok(true) => continue,
             Ok(false) => return,
             Err(Fail::Client) => return,
+            Err(Fail::ClientGone) => {
+                // The client left before its response was delivered (ALB's 460).
+                metrics.lb_response(460);
+                return;
+            }
             Err(Fail::Status(code)) => {
                 metrics.lb_response(code);
                 let _ = send_error(&mut client, &mut b.out, code, true).await;
@@ -211,6 +238,7 @@ async fn exchange(
     client_ip: std::net::IpAddr,
     local_port: u16,
     keep: bool,
+    close_both: bool,
     listener: &str,
 ) -> Result<bool, Fail> {
     let li = live.listener_index(listener).unwrap_or(0);
@@ -257,12 +285,44 @@ async fn exchange(
     };
     match action {
         Action::Forward(f) => {
-            let gid = if f.groups.len() == 1 {
-                f.groups[0].0
-            } else {
-                weighted(&f.groups)
+            // Group stickiness: a valid FULCRUMLBTG cookie naming a group of this
+            // forward (with a weight above 0) keeps the client on it.
+            let now = unix_now();
+            let sticky = f.stickiness.and_then(|_| {
+                let id = cookie_values(&b.client, &b.req, cookie::GROUP_COOKIE)
+                    .find_map(|v| live.cookie_key.verify(cookie::GROUP_COOKIE, v, now))?;
+                f.groups
+                    .iter()
+                    .find(|(g, w)| *w > 0 && live.group_cookie_ids[g.0 as usize] == id)
+                    .map(|(g, _)| *g)
+            });
+            let gid = match sticky {
+                Some(g) => g,
+                None if f.groups.len() == 1 => f.groups[0].0,
+                None => weighted(&f.groups),
             };
-            proxy(client, b, live, cfg, gid, client_ip, local_port, keep, li).await
+            let set_cookie = f.stickiness.map(|d| {
+                let expires = now + d.as_secs();
+                let value = live.cookie_key.sign(
+                    cookie::GROUP_COOKIE,
+                    live.group_cookie_ids[gid.0 as usize],
+                    expires,
+                );
+                cookie::set_cookie_line(
+                    cookie::GROUP_COOKIE,
+                    &value,
+                    expires,
+                    cfg.protocol == ListenerProtocol::Https,
+                )
+            });
+            let opts = ProxyOpts {
+                client_ip,
+                local_port,
+                keep,
+                close_both,
+                set_cookie,
+            };
+            proxy(client, b, live, cfg, gid, &opts, li).await
         }
         Action::FixedResponse(fr) => {
             lstate.state.metrics.fixed_response();
@@ -326,6 +386,40 @@ fn reason_phrase(status: u16) -> &'static str {
         504 => "Gateway Timeout",
         _ => "Status",
     }
+}
+
+/// What `proxy` needs to know about the request beyond its head.
+struct ProxyOpts {
+    client_ip: std::net::IpAddr,
+    local_port: u16,
+    /// The client connection may carry another request.
+    keep: bool,
+    /// Close both connections after this exchange (ambiguous framing).
+    close_both: bool,
+    /// A `Set-Cookie` line to add to the response.
+    set_cookie: Option<String>,
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The values of cookie `name` over every `Cookie` header of the request.
+fn cookie_values<'b>(
+    buf: &'b [u8],
+    req: &'b RequestHead,
+    name: &'b str,
+) -> impl Iterator<Item = &'b str> + 'b {
+    req.headers.iter().filter_map(move |(n, v)| {
+        let n = buf.get(n.clone())?;
+        if !n.eq_ignore_ascii_case(b"cookie") {
+            return None;
+        }
+        let v = std::str::from_utf8(buf.get(v.clone())?).ok()?;
+        cookie::find(v, name)
+    })
 }
 
 /// Picks a group of a weighted forward in proportion to the weights.
@@ -399,11 +493,10 @@ async fn proxy(
     live: &Arc<Live>,
     cfg: &Listener,
     gid: crate::snapshot::GroupId,
-    client_ip: std::net::IpAddr,
-    local_port: u16,
-    keep: bool,
+    opts: &ProxyOpts,
     li: usize,
 ) -> Result<bool, Fail> {
+    let (client_ip, local_port, keep) = (opts.client_ip, opts.local_port, opts.keep);
     let group = &live.groups[gid.0 as usize];
     let gcfg = &live.snapshot.target_groups[gid.0 as usize];
     let lstate = &live.listeners[li];
@@ -420,11 +513,17 @@ async fn proxy(
         xff: cfg.xff,
     };
     b.out.clear();
-    let close_upstream = b.req.te_with_cl;
+    let close_upstream = b.req.te_with_cl || opts.close_both;
+    let trace_in = b
+        .req
+        .header(&b.client, "x-amzn-trace-id")
+        .and_then(|v| std::str::from_utf8(v).ok());
+    let trace_id = super::trace::value(trace_in, unix_now());
+    let extra_all: [(&str, &str); 2] = [("X-Amzn-Trace-Id", &trace_id), ("Connection", "close")];
     let extra: &[(&str, &str)] = if close_upstream {
-        &[("Connection", "close")]
+        &extra_all[..]
     } else {
-        &[]
+        &extra_all[..1]
     };
     head::write_upstream_request(&b.client, &b.req, &fwd, extra, &mut b.out);
     let head_bytes = std::mem::take(&mut b.out);
@@ -583,8 +682,18 @@ async fn proxy(
         req_version,
         &mut b.out,
     );
+    if let Some(line) = &opts.set_cookie {
+        // Insert before the head's final empty line.
+        let end = b.out.len().saturating_sub(2);
+        b.out.truncate(end);
+        b.out.extend_from_slice(line.as_bytes());
+        b.out.extend_from_slice(b"\r\n\r\n");
+    }
     let resp_head_len = b.resp.head_len;
-    client.write_all(&b.out).await.map_err(|_| Fail::Client)?;
+    client
+        .write_all(&b.out)
+        .await
+        .map_err(|_| Fail::ClientGone)?;
     let mut sent = b.out.len() as u64;
     b.upstream.drain(..resp_head_len);
     let upstream_clean = stream_response_body(

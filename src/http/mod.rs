@@ -3,6 +3,8 @@
 
 pub mod chunked;
 pub mod conn;
+pub mod desync;
 pub mod head;
 pub mod pool;
 pub mod redirect;
+pub mod trace;

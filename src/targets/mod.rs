@@ -76,6 +76,8 @@ pub struct Registry {
     targets: HashMap<(String, String), Arc<TargetState>>,
     groups: HashMap<String, Arc<GroupState>>,
     listeners: HashMap<String, Arc<ListenerState>>,
+    /// The per-process cookie key used while no `node.secret_file` is set.
+    random_key: Option<Arc<crate::balancer::cookie::CookieKey>>,
 }
 
 impl Registry {
@@ -107,6 +109,29 @@ impl Registry {
                     metrics: ListenerMetrics::new(name),
                 })
             })
+            .clone()
+    }
+
+    /// The sticky-cookie key: from the node secret file, else one random key for
+    /// the life of the process (so a reload does not invalidate cookies).
+    pub fn cookie_key(
+        &mut self,
+        secret_file: Option<&std::path::Path>,
+    ) -> Arc<crate::balancer::cookie::CookieKey> {
+        use crate::balancer::cookie::CookieKey;
+        if let Some(path) = secret_file {
+            match std::fs::read(path) {
+                Ok(bytes) => {
+                    let trimmed = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
+                    return Arc::new(CookieKey::new(trimmed));
+                }
+                Err(e) => {
+                    tracing::error!(path = %path.display(), error = %e, "cannot read node.secret_file; using a per-process key")
+                }
+            }
+        }
+        self.random_key
+            .get_or_insert_with(|| Arc::new(CookieKey::random()))
             .clone()
     }
 

@@ -1,0 +1,81 @@
+//! `X-Amzn-Trace-Id` in ALB's format (aws-reference §5.3): `Root=1-<8 hex epoch
+//! seconds>-<24 hex>` added when absent; a `Self=` field inserted before an
+//! existing `Root` (or updated when present).
+
+use std::fmt::Write;
+
+/// A new trace id segment `1-xxxxxxxx-yyyyyyyyyyyyyyyyyyyyyyyy`.
+fn segment(now_unix: u64, out: &mut String) {
+    let _ = write!(
+        out,
+        "1-{:08x}-{:08x}{:016x}",
+        now_unix as u32,
+        fastrand::u32(..),
+        fastrand::u64(..)
+    );
+}
+
+/// The header value to send to the target, given the client's value (if any).
+pub fn value(client: Option<&str>, now_unix: u64) -> String {
+    let mut out = String::with_capacity(48);
+    match client
+        .map(str::trim)
+        .filter(|c| !c.is_empty() && c.len() <= 7 * 1024)
+    {
+        Some(c) if c.contains("Root=") => {
+            // Drop an old Self and put ours first.
+            out.push_str("Self=");
+            segment(now_unix, &mut out);
+            for field in c
+                .split(';')
+                .map(str::trim)
+                .filter(|f| !f.is_empty() && !f.starts_with("Self="))
+            {
+                out.push(';');
+                out.push_str(field);
+            }
+        }
+        _ => {
+            out.push_str("Root=");
+            segment(now_unix, &mut out);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn is_segment(s: &str) -> bool {
+        let p: Vec<&str> = s.split('-').collect();
+        p.len() == 3
+            && p[0] == "1"
+            && p[1].len() == 8
+            && p[2].len() == 24
+            && p[1..].iter().all(|x| {
+                x.bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+            })
+    }
+
+    #[test]
+    fn new_root_when_absent() {
+        let v = value(None, 0x6789_1233);
+        let seg = v.strip_prefix("Root=").unwrap();
+        assert!(is_segment(seg), "{v}");
+        assert!(seg.starts_with("1-67891233-"));
+        assert!(value(Some("  "), 1).starts_with("Root=1-"));
+    }
+
+    #[test]
+    fn self_inserted_before_an_existing_root() {
+        let v = value(Some("Root=1-67891233-abcdef012345678912345678;App=x"), 1);
+        let (first, rest) = v.split_once(';').unwrap();
+        assert!(is_segment(first.strip_prefix("Self=").unwrap()), "{v}");
+        assert_eq!(rest, "Root=1-67891233-abcdef012345678912345678;App=x");
+        let again = value(Some(&v), 2);
+        assert_eq!(again.matches("Self=").count(), 1, "{again}");
+        assert!(again.ends_with(";Root=1-67891233-abcdef012345678912345678;App=x"));
+    }
+}
