@@ -33,6 +33,8 @@ pub struct Shared {
     pub admin_token: ArcSwap<Option<String>>,
     /// The config file this process serves.
     pub config_path: PathBuf,
+    /// Targets removed by a reload that are still draining (for the status API).
+    pub draining_targets: std::sync::Mutex<Vec<crate::health::worker::Draining>>,
 }
 
 /// The answer to a reload, shared by every caller that waited for it.
@@ -92,6 +94,7 @@ struct Control {
     registry: Registry,
     running: HashMap<String, Running>,
     workers: Workers,
+    checks: crate::health::worker::Checks,
     /// Values that need a restart to change.
     worker_threads: usize,
     admin_bind: Option<SocketAddr>,
@@ -162,6 +165,7 @@ pub async fn start(
         draining,
         admin_token: ArcSwap::from_pointee(read_token(&snapshot)),
         config_path: snapshot.source.path.clone(),
+        draining_targets: std::sync::Mutex::new(Vec::new()),
     });
     let _ = config;
     let mut control = Control {
@@ -169,6 +173,7 @@ pub async fn start(
         registry,
         running: HashMap::new(),
         workers,
+        checks: Default::default(),
         worker_threads: snapshot.runtime.worker_threads,
         admin_bind: snapshot.admin.bind,
     };
@@ -192,6 +197,9 @@ pub async fn start(
         ),
         None => None,
     };
+    // Listeners accept only after the first health-check round (SPEC §4), so a
+    // restart never sends traffic to dead targets.
+    control.checks = crate::health::worker::Checks::start(&shared).await;
     for (l, sockets) in bound {
         let state = control.registry.listener(&l.name);
         let r = listener::start(&l.name, l.bind, sockets, &control.workers, &shared, state);
@@ -294,7 +302,9 @@ impl Server {
                 "shutdown_timeout reached with {left} connections still open; closing them"
             );
         }
-        self.control.workers.stop();
+        let mut control = self.control;
+        control.checks.stop();
+        control.workers.stop();
         tracing::info!("stopped");
     }
 }
@@ -381,6 +391,33 @@ impl Control {
             .flat_map(|g| g.targets.iter().map(|t| t.addr))
             .filter(|a| !kept.contains(a))
             .collect();
+        // Targets that left drain; targets that came back return to service.
+        let new_live = self.shared.live.load_full();
+        for (g, lg) in new_live.snapshot.target_groups.iter().zip(&new_live.groups) {
+            for st in &lg.targets {
+                crate::health::worker::undrain(&self.shared, st);
+            }
+            let _ = g;
+        }
+        for (g, lg) in old.snapshot.target_groups.iter().zip(&old.groups) {
+            for (t, st) in g.targets.iter().zip(&lg.targets) {
+                let stays = new_live
+                    .snapshot
+                    .group_by_name(&g.name)
+                    .is_some_and(|ng| ng.targets.iter().any(|nt| nt.address == t.address));
+                if !stays && !st.is_draining() {
+                    let d = crate::health::worker::Draining {
+                        group: g.name.clone(),
+                        address: t.address.clone(),
+                        zone: t.zone.clone(),
+                        state: st.clone(),
+                        deadline: std::time::SystemTime::now() + g.deregistration_delay,
+                    };
+                    crate::health::worker::drain(&self.shared, d, g.deregistration_delay);
+                }
+            }
+        }
+        self.checks.sync(&self.shared, &new_live, false);
         drop(old);
         if !gone.is_empty() {
             for h in self.workers.handles() {

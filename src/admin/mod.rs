@@ -207,6 +207,27 @@ async fn route(ctx: &Ctx, method: &str, target: &str, auth: Option<&str>) -> Res
     }
 }
 
+fn target_json(address: &str, zone: &str, st: &crate::targets::TargetState) -> serde_json::Value {
+    let h = st.health_detail();
+    let mut v = json!({
+        "address": address,
+        "zone": zone,
+        "state": h.state.as_str(),
+        "reason": h.reason,
+        "description": h.description,
+        "since": crate::util::rfc3339(h.since),
+        "in_flight": st.in_flight(),
+        "active_connections": st.active_connections.load(Ordering::Relaxed),
+    });
+    let deadline = st.drain_deadline_ms.load(Ordering::Relaxed);
+    if st.is_draining() && deadline > 0 {
+        v["draining_until"] = json!(crate::util::rfc3339(
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(deadline)
+        ));
+    }
+    v
+}
+
 /// The `GET /api/v1/status` document (SPEC §8).
 pub fn status(shared: &Shared) -> serde_json::Value {
     let live = shared.live.load_full();
@@ -229,23 +250,19 @@ pub fn status(shared: &Shared) -> serde_json::Value {
         .iter()
         .zip(&live.groups)
         .map(|(g, lg)| {
-            let targets: Vec<_> = g
+            let mut targets: Vec<_> = g
                 .targets
                 .iter()
                 .zip(&lg.targets)
-                .map(|(t, st)| {
-                    json!({
-                        "address": t.address,
-                        "zone": t.zone,
-                        "state": "healthy",
-                        "reason": null,
-                        "description": null,
-                        "since": crate::util::rfc3339(st.since),
-                        "in_flight": st.in_flight(),
-                        "active_connections": st.active_connections.load(Ordering::Relaxed),
-                    })
-                })
+                .map(|(t, st)| target_json(&t.address, &t.zone, st))
                 .collect();
+            if let Ok(list) = shared.draining_targets.lock() {
+                for d in list.iter().filter(|d| d.group == g.name) {
+                    if !g.targets.iter().any(|t| t.address == d.address) {
+                        targets.push(target_json(&d.address, &d.zone, &d.state));
+                    }
+                }
+            }
             json!({
                 "name": g.name,
                 "protocol": g.protocol.as_str(),

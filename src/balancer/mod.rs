@@ -1,54 +1,218 @@
-//! Target selection. Lock-free: one atomic rotation per group, shared by every
-//! worker. The health-aware eligibility and the other algorithms build on this.
+//! Target selection (SPEC §4), lock-free on the request path: eligibility
+//! (healthy, not draining, the node's zone unless `cross_zone`, fail-open when
+//! none is healthy), then the group's algorithm over the eligible targets.
 
 pub mod cookie;
 
+use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 
 use crate::live::LiveGroup;
+use crate::snapshot::{Algorithm, TargetGroup};
+use crate::targets::TargetState;
 
-/// Picks a target index for a new request or connection; `skip` excludes one
-/// target (the one a retry moves away from). `None` when the group is empty.
-pub fn pick(group: &LiveGroup, skip: Option<usize>) -> Option<usize> {
-    let n = group.targets.len();
-    if n == 0 || (n == 1 && skip == Some(0)) {
-        return None;
+/// Which targets may take new work, decided once per pick.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Scope {
+    /// Healthy targets in the node's zone.
+    HealthyInZone,
+    /// Healthy targets anywhere.
+    Healthy,
+    /// Fail-open: every registered target that is not draining.
+    All,
+}
+
+fn in_scope(scope: Scope, t: &TargetState, zone: &str, node_zone: &str) -> bool {
+    if t.is_draining() {
+        return false;
     }
-    loop {
-        let i = group.state.rotation.fetch_add(1, Ordering::Relaxed) % n;
-        if Some(i) != skip {
-            return Some(i);
+    match scope {
+        Scope::HealthyInZone => t.is_healthy() && zone == node_zone,
+        Scope::Healthy => t.is_healthy(),
+        Scope::All => true,
+    }
+}
+
+/// The scope for this group now, or `None` when nothing may be picked (no
+/// registered target, or none healthy without fail-open).
+fn scope(group: &LiveGroup, cfg: &TargetGroup, node_zone: &str) -> Option<Scope> {
+    let mut healthy = false;
+    let mut healthy_here = false;
+    let mut any = false;
+    for (t, tc) in group.targets.iter().zip(&cfg.targets) {
+        if t.is_draining() {
+            continue;
+        }
+        any = true;
+        if t.is_healthy() {
+            healthy = true;
+            if tc.zone == node_zone {
+                healthy_here = true;
+                break;
+            }
         }
     }
+    if !cfg.cross_zone && healthy_here {
+        Some(Scope::HealthyInZone)
+    } else if healthy {
+        Some(Scope::Healthy)
+    } else if any && cfg.fail_open {
+        Some(Scope::All)
+    } else {
+        None
+    }
+}
+
+/// Slow start: the share (0..=1) a newly healthy target gets now.
+fn ramp(t: &TargetState, cfg: &TargetGroup, now_ms: u64) -> f64 {
+    let ss = cfg.slow_start.as_millis() as u64;
+    if ss == 0 {
+        return 1.0;
+    }
+    let since = t.healthy_since_ms.load(Ordering::Relaxed);
+    if since == 0 || now_ms >= since + ss {
+        return 1.0;
+    }
+    // Linear from 10% (a newly healthy target must see some traffic) to 100%.
+    let f = (now_ms - since) as f64 / ss as f64;
+    0.1 + 0.9 * f
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Why nothing could be picked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NoTarget {
+    /// The group has no registered targets, or none is healthy and fail-open is off (503).
+    Unavailable,
+    /// Every eligible target was excluded (a retry found no other target).
+    Exhausted,
+}
+
+/// Picks a target index for a new request or connection. `skip` excludes one
+/// target (the one a retry moves away from); `client` feeds source_hash.
+pub fn pick(
+    group: &LiveGroup,
+    cfg: &TargetGroup,
+    node_zone: &str,
+    client: IpAddr,
+    skip: Option<usize>,
+) -> Result<usize, NoTarget> {
+    let n = group.targets.len();
+    let scope = scope(group, cfg, node_zone).ok_or(NoTarget::Unavailable)?;
+    let ok = |i: usize| {
+        Some(i) != skip && in_scope(scope, &group.targets[i], &cfg.targets[i].zone, node_zone)
+    };
+    let now = now_ms();
+    let picked = match cfg.algorithm {
+        Algorithm::RoundRobin => round_robin(group, cfg, n, &ok, now),
+        Algorithm::LeastOutstandingRequests => least_outstanding(group, n, &ok),
+        Algorithm::WeightedRandom => weighted_random(group, cfg, n, &ok, now),
+        Algorithm::SourceHash => source_hash(group, cfg, n, &ok, client),
+    };
+    picked.ok_or(NoTarget::Exhausted)
+}
+
+fn round_robin(
+    group: &LiveGroup,
+    cfg: &TargetGroup,
+    n: usize,
+    ok: &dyn Fn(usize) -> bool,
+    now: u64,
+) -> Option<usize> {
+    let start = group.state.rotation.fetch_add(1, Ordering::Relaxed);
+    let mut fallback = None;
+    for k in 0..n {
+        let i = (start + k) % n;
+        if !ok(i) {
+            continue;
+        }
+        let f = ramp(&group.targets[i], cfg, now);
+        if f >= 1.0 || fastrand::f64() < f {
+            return Some(i);
+        }
+        fallback.get_or_insert(i);
+    }
+    fallback
+}
+
+/// Fewest in-flight requests; ties broken by the group's rotation.
+fn least_outstanding(group: &LiveGroup, n: usize, ok: &dyn Fn(usize) -> bool) -> Option<usize> {
+    let start = group.state.rotation.fetch_add(1, Ordering::Relaxed);
+    let mut best: Option<(u32, usize)> = None;
+    for k in 0..n {
+        let i = (start + k) % n;
+        if !ok(i) {
+            continue;
+        }
+        let load = group.targets[i].in_flight.load(Ordering::Relaxed);
+        if best.is_none_or(|(b, _)| load < b) {
+            best = Some((load, i));
+        }
+    }
+    best.map(|(_, i)| i)
+}
+
+fn weighted_random(
+    group: &LiveGroup,
+    cfg: &TargetGroup,
+    n: usize,
+    ok: &dyn Fn(usize) -> bool,
+    now: u64,
+) -> Option<usize> {
+    let weight = |i: usize| f64::from(cfg.targets[i].weight) * ramp(&group.targets[i], cfg, now);
+    let total: f64 = (0..n).filter(|i| ok(*i)).map(weight).sum();
+    if total <= 0.0 {
+        // Every eligible target has weight 0: spread evenly rather than fail.
+        return (0..n).find(|i| ok(*i));
+    }
+    let mut x = fastrand::f64() * total;
+    let mut last = None;
+    for i in (0..n).filter(|i| ok(*i)) {
+        let w = weight(i);
+        if w <= 0.0 {
+            continue;
+        }
+        last = Some(i);
+        if x < w {
+            return Some(i);
+        }
+        x -= w;
+    }
+    last
+}
+
+/// Consistent (rendezvous) hashing of the client IP: each target scores
+/// `hash(ip, target)`, weighted; the best score wins. When a target leaves only
+/// the clients it had move; when one joins only about 1/N move to it.
+fn source_hash(
+    group: &LiveGroup,
+    cfg: &TargetGroup,
+    n: usize,
+    ok: &dyn Fn(usize) -> bool,
+    client: IpAddr,
+) -> Option<usize> {
+    let ip = match client {
+        IpAddr::V4(v4) => u128::from(v4.to_bits()),
+        IpAddr::V6(v6) => v6.to_bits(),
+    };
+    let mut best: Option<(f64, usize)> = None;
+    for i in (0..n).filter(|i| ok(*i)) {
+        let w = f64::from(cfg.targets[i].weight.max(1));
+        let h = xxhash_rust::xxh3::xxh3_64_with_seed(&ip.to_le_bytes(), group.targets[i].cookie_id);
+        // Map to (0, 1], then the weighted rendezvous score -w / ln(u).
+        let u = ((h >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
+        let score = -w / u.ln();
+        if best.is_none_or(|(b, _)| score > b) {
+            best = Some((score, i));
+        }
+    }
+    best.map(|(_, i)| i)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::targets::Registry;
-
-    fn group(n: usize) -> LiveGroup {
-        let mut r = Registry::default();
-        LiveGroup {
-            state: r.group("g"),
-            targets: (0..n).map(|i| r.target("g", &format!("t{i}"))).collect(),
-        }
-    }
-
-    #[test]
-    fn round_robin_rotates_over_every_target() {
-        let g = group(3);
-        let picks: Vec<usize> = (0..9).filter_map(|_| pick(&g, None)).collect();
-        assert_eq!(picks, vec![0, 1, 2, 0, 1, 2, 0, 1, 2]);
-    }
-
-    #[test]
-    fn retries_skip_the_failed_target() {
-        let g = group(2);
-        for _ in 0..10 {
-            assert_eq!(pick(&g, Some(1)), Some(0));
-        }
-        assert_eq!(pick(&group(1), Some(0)), None);
-        assert_eq!(pick(&group(0), None), None);
-    }
-}
+mod tests;

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::chunked::ChunkedDecoder;
@@ -29,6 +29,10 @@ use crate::targets::InFlight;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Read size for bodies.
 const IO_CHUNK: usize = 64 * 1024;
+
+/// A client connection: plain TCP or TLS.
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
 /// Why a proxied exchange ended early.
 enum Fail {
@@ -52,14 +56,14 @@ struct Bufs {
     resp: ResponseHead,
 }
 
-pub async fn serve(
-    mut client: TcpStream,
+pub async fn serve<C: Stream>(
+    mut client: C,
     peer: SocketAddr,
+    local_port: u16,
     listener: Arc<str>,
     guard: ConnGuard,
     shared: Arc<Shared>,
 ) {
-    let local_port = client.local_addr().map_or(0, |a| a.port());
     let client_ip = crate::net::canonical_ip(peer.ip());
     let born = Instant::now();
     let mut draining = shared.draining.subscribe();
@@ -182,15 +186,15 @@ pub async fn serve(
     }
 }
 
-async fn read_more(s: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+async fn read_more<R: AsyncRead + Unpin>(s: &mut R, buf: &mut Vec<u8>) -> std::io::Result<usize> {
     if buf.capacity() - buf.len() < 2048 {
         buf.reserve(8192);
     }
     s.read_buf(buf).await
 }
 
-async fn send_error(
-    client: &mut TcpStream,
+async fn send_error<C: Stream>(
+    client: &mut C,
     out: &mut Vec<u8>,
     status: u16,
     close: bool,
@@ -230,8 +234,8 @@ fn host_for_routing<'a>(raw: Option<&[u8]>, out: &'a mut String) -> &'a str {
 /// One request: route it and carry out the action. `Ok(keep)`: whether the
 /// client connection may carry another request.
 #[allow(clippy::too_many_arguments)]
-async fn exchange(
-    client: &mut TcpStream,
+async fn exchange<C: Stream>(
+    client: &mut C,
     b: &mut Bufs,
     live: &Arc<Live>,
     cfg: &Listener,
@@ -437,7 +441,7 @@ fn weighted(groups: &[(crate::snapshot::GroupId, u32)]) -> crate::snapshot::Grou
 
 /// Reads and drops the request body (for answers the balancer gives itself).
 /// `Ok(false)` when the body is too long to drain and the connection must close.
-async fn discard_body(client: &mut TcpStream, b: &mut Bufs) -> Result<bool, Fail> {
+async fn discard_body<C: Stream>(client: &mut C, b: &mut Bufs) -> Result<bool, Fail> {
     let mut sink = Vec::new();
     match b.req.framing {
         BodyFraming::None | BodyFraming::CloseDelimited => {
@@ -487,8 +491,8 @@ async fn discard_body(client: &mut TcpStream, b: &mut Bufs) -> Result<bool, Fail
 
 /// Forwards the request to a target of `gid` and the answer back.
 #[allow(clippy::too_many_arguments)]
-async fn proxy(
-    client: &mut TcpStream,
+async fn proxy<C: Stream>(
+    client: &mut C,
     b: &mut Bufs,
     live: &Arc<Live>,
     cfg: &Listener,
@@ -540,13 +544,16 @@ async fn proxy(
     let mut skip = None;
     let mut retried = false;
     let (ti, mut up, mut pooled) = loop {
-        let Some(ti) = crate::balancer::pick(group, skip) else {
-            b.out = head_bytes;
-            return Err(Fail::Status(if group.targets.is_empty() {
-                503
-            } else {
-                502
-            }));
+        let ti = match crate::balancer::pick(group, gcfg, &live.snapshot.node.zone, client_ip, skip)
+        {
+            Ok(ti) => ti,
+            Err(e) => {
+                b.out = head_bytes;
+                return Err(Fail::Status(match e {
+                    crate::balancer::NoTarget::Unavailable => 503,
+                    crate::balancer::NoTarget::Exhausted => 502,
+                }));
+            }
         };
         let addr = gcfg.targets[ti].addr;
         if let Some(s) = pool::checkout(addr) {
@@ -575,150 +582,163 @@ async fn proxy(
             }
         }
     };
-    let tcfg = &gcfg.targets[ti];
-    let _in_flight = InFlight::new(&group.targets[ti]);
-    lstate.requests(gid, &gcfg.name).increment(1);
-    let sent_at = Instant::now();
+    // The deregistration delay of a draining target ends the exchange: 502 when
+    // nothing was answered yet, else the connection closes.
+    let target_state = group.targets[ti].clone();
+    let head_sent = std::sync::atomic::AtomicBool::new(false);
+    let work = async {
+        let tcfg = &gcfg.targets[ti];
+        let _in_flight = InFlight::new(&group.targets[ti]);
+        lstate.requests(gid, &gcfg.name).increment(1);
+        let sent_at = Instant::now();
 
-    // Send the head; the keep-alive race (a pooled connection the target closed)
-    // is retried once on a fresh connection for a bodiless idempotent request.
-    let mut attempt_fresh = false;
-    loop {
-        let wrote = up.write_all(&head_bytes).await;
-        let no_body = matches!(framing, BodyFraming::None);
-        if wrote.is_ok() {
-            if !no_body {
-                if expect_continue {
-                    client
-                        .write_all(head::CONTINUE_100)
-                        .await
-                        .map_err(|_| Fail::Client)?;
+        // Send the head; the keep-alive race (a pooled connection the target closed)
+        // is retried once on a fresh connection for a bodiless idempotent request.
+        let mut attempt_fresh = false;
+        loop {
+            let wrote = up.write_all(&head_bytes).await;
+            let no_body = matches!(framing, BodyFraming::None);
+            if wrote.is_ok() {
+                if !no_body {
+                    if expect_continue {
+                        client
+                            .write_all(head::CONTINUE_100)
+                            .await
+                            .map_err(|_| Fail::Client)?;
+                    }
+                    stream_request_body(client, &mut up, b, framing, cfg.idle_timeout).await?;
                 }
-                stream_request_body(client, &mut up, b, framing, cfg.idle_timeout).await?;
-            }
-            b.upstream.clear();
-            b.resp.clear();
-            match read_response_head(&mut up, b, method_head, cfg.idle_timeout).await {
-                Ok(()) => break,
-                Err(RespFail::ClosedBeforeAnyByte)
-                    if pooled && !attempt_fresh && idempotent && no_body => {}
-                Err(RespFail::ClosedBeforeAnyByte) | Err(RespFail::Io) => {
-                    gm.connection_error();
-                    b.out = head_bytes;
-                    return Err(Fail::Status(502));
+                b.upstream.clear();
+                b.resp.clear();
+                match read_response_head(&mut up, b, method_head, cfg.idle_timeout).await {
+                    Ok(()) => break,
+                    Err(RespFail::ClosedBeforeAnyByte)
+                        if pooled && !attempt_fresh && idempotent && no_body => {}
+                    Err(RespFail::ClosedBeforeAnyByte) | Err(RespFail::Io) => {
+                        gm.connection_error();
+                        b.out = head_bytes;
+                        return Err(Fail::Status(502));
+                    }
+                    Err(RespFail::Malformed) => {
+                        b.out = head_bytes;
+                        return Err(Fail::Status(502));
+                    }
+                    Err(RespFail::Timeout) => {
+                        b.out = head_bytes;
+                        return Err(Fail::Status(504));
+                    }
                 }
-                Err(RespFail::Malformed) => {
-                    b.out = head_bytes;
-                    return Err(Fail::Status(502));
-                }
-                Err(RespFail::Timeout) => {
-                    b.out = head_bytes;
-                    return Err(Fail::Status(504));
-                }
-            }
-        } else if !(pooled && !attempt_fresh && idempotent && no_body) {
-            gm.connection_error();
-            b.out = head_bytes;
-            return Err(Fail::Status(502));
-        }
-        // Retry on a fresh connection to the same target.
-        attempt_fresh = true;
-        pooled = false;
-        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(tcfg.addr)).await {
-            Ok(Ok(s)) => {
-                let _ = s.set_nodelay(true);
-                up = s;
-            }
-            _ => {
+            } else if !(pooled && !attempt_fresh && idempotent && no_body) {
                 gm.connection_error();
                 b.out = head_bytes;
                 return Err(Fail::Status(502));
             }
+            // Retry on a fresh connection to the same target.
+            attempt_fresh = true;
+            pooled = false;
+            match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(tcfg.addr)).await {
+                Ok(Ok(s)) => {
+                    let _ = s.set_nodelay(true);
+                    up = s;
+                }
+                _ => {
+                    gm.connection_error();
+                    b.out = head_bytes;
+                    return Err(Fail::Status(502));
+                }
+            }
         }
-    }
-    b.out = head_bytes;
-    gm.response_seconds.record(sent_at.elapsed().as_secs_f64());
-    let status = b.resp.status;
-    gm.response(status);
+        b.out = head_bytes;
+        gm.response_seconds.record(sent_at.elapsed().as_secs_f64());
+        let status = b.resp.status;
+        gm.response(status);
 
-    // A 101 opens a byte tunnel only for a WebSocket upgrade the client asked for.
-    if status == 101 {
-        if !(upgrade_websocket && b.resp.upgrade_websocket) {
-            return Err(Fail::Status(502));
+        // A 101 opens a byte tunnel only for a WebSocket upgrade the client asked for.
+        if status == 101 {
+            if !(upgrade_websocket && b.resp.upgrade_websocket) {
+                return Err(Fail::Status(502));
+            }
+            b.out.clear();
+            head::write_client_response(
+                &b.upstream,
+                &b.resp,
+                BodyFraming::None,
+                false,
+                req_version,
+                &mut b.out,
+            );
+            client.write_all(&b.out).await.map_err(|_| Fail::Client)?;
+            head_sent.store(true, std::sync::atomic::Ordering::Relaxed);
+            let resp_head_len = b.resp.head_len;
+            b.upstream.drain(..resp_head_len);
+            tunnel(client, &mut up, b, &group.targets[ti]).await;
+            return Ok(false);
         }
+
+        // The answer to the client. A chunked body to an HTTP/1.0 client goes out
+        // unframed and ends with the connection.
+        let resp_framing = b.resp.framing;
+        let dechunk_for_10 = req_version == Version::Http10 && resp_framing == BodyFraming::Chunked;
+        let framing_out = if dechunk_for_10 {
+            BodyFraming::CloseDelimited
+        } else {
+            resp_framing
+        };
+        let close_delimited = matches!(framing_out, BodyFraming::CloseDelimited);
+        let client_close = !keep || close_delimited;
         b.out.clear();
         head::write_client_response(
             &b.upstream,
             &b.resp,
-            BodyFraming::None,
-            false,
+            framing_out,
+            client_close,
             req_version,
             &mut b.out,
         );
-        client.write_all(&b.out).await.map_err(|_| Fail::Client)?;
+        if let Some(line) = &opts.set_cookie {
+            // Insert before the head's final empty line.
+            let end = b.out.len().saturating_sub(2);
+            b.out.truncate(end);
+            b.out.extend_from_slice(line.as_bytes());
+            b.out.extend_from_slice(b"\r\n\r\n");
+        }
         let resp_head_len = b.resp.head_len;
+        client
+            .write_all(&b.out)
+            .await
+            .map_err(|_| Fail::ClientGone)?;
+        let mut sent = b.out.len() as u64;
         b.upstream.drain(..resp_head_len);
-        tunnel(client, &mut up, b, &group.targets[ti]).await;
-        return Ok(false);
-    }
-
-    // The answer to the client. A chunked body to an HTTP/1.0 client goes out
-    // unframed and ends with the connection.
-    let resp_framing = b.resp.framing;
-    let dechunk_for_10 = req_version == Version::Http10 && resp_framing == BodyFraming::Chunked;
-    let framing_out = if dechunk_for_10 {
-        BodyFraming::CloseDelimited
-    } else {
-        resp_framing
+        let upstream_clean = stream_response_body(
+            client,
+            &mut up,
+            b,
+            resp_framing,
+            dechunk_for_10,
+            cfg.idle_timeout,
+            &mut sent,
+        )
+        .await?;
+        lstate.state.metrics.bytes_out.increment(sent);
+        if upstream_clean && b.resp.keep_alive && b.upstream.is_empty() && !close_upstream {
+            pool::checkin(tcfg.addr, up, gcfg.keep_alive_timeout);
+        }
+        if client_close {
+            let _ = client.shutdown().await;
+        }
+        Ok(!client_close)
     };
-    let close_delimited = matches!(framing_out, BodyFraming::CloseDelimited);
-    let client_close = !keep || close_delimited;
-    b.out.clear();
-    head::write_client_response(
-        &b.upstream,
-        &b.resp,
-        framing_out,
-        client_close,
-        req_version,
-        &mut b.out,
-    );
-    if let Some(line) = &opts.set_cookie {
-        // Insert before the head's final empty line.
-        let end = b.out.len().saturating_sub(2);
-        b.out.truncate(end);
-        b.out.extend_from_slice(line.as_bytes());
-        b.out.extend_from_slice(b"\r\n\r\n");
+    tokio::select! {
+        r = work => r,
+        _ = target_state.killed() => {
+            if head_sent.load(std::sync::atomic::Ordering::Relaxed) { Err(Fail::Client) } else { Err(Fail::Status(502)) }
+        }
     }
-    let resp_head_len = b.resp.head_len;
-    client
-        .write_all(&b.out)
-        .await
-        .map_err(|_| Fail::ClientGone)?;
-    let mut sent = b.out.len() as u64;
-    b.upstream.drain(..resp_head_len);
-    let upstream_clean = stream_response_body(
-        client,
-        &mut up,
-        b,
-        resp_framing,
-        dechunk_for_10,
-        cfg.idle_timeout,
-        &mut sent,
-    )
-    .await?;
-    lstate.state.metrics.bytes_out.increment(sent);
-    if upstream_clean && b.resp.keep_alive && b.upstream.is_empty() && !close_upstream {
-        pool::checkin(tcfg.addr, up, gcfg.keep_alive_timeout);
-    }
-    if client_close {
-        let _ = client.shutdown().await;
-    }
-    Ok(!client_close)
 }
 
 /// Streams the request body from the client to the target.
-async fn stream_request_body(
-    client: &mut TcpStream,
+async fn stream_request_body<C: Stream>(
+    client: &mut C,
     up: &mut TcpStream,
     b: &mut Bufs,
     framing: BodyFraming,
@@ -771,8 +791,8 @@ async fn stream_request_body(
 
 /// After a 101: bytes flow both ways until either side closes; the connection
 /// stays on this target.
-async fn tunnel(
-    client: &mut TcpStream,
+async fn tunnel<C: Stream>(
+    client: &mut C,
     up: &mut TcpStream,
     b: &mut Bufs,
     target: &Arc<crate::targets::TargetState>,
@@ -842,8 +862,8 @@ async fn read_response_head(
 
 /// Streams the response body to the client. `Ok(true)`: the body ended exactly
 /// (the target connection can be reused).
-async fn stream_response_body(
-    client: &mut TcpStream,
+async fn stream_response_body<C: Stream>(
+    client: &mut C,
     up: &mut TcpStream,
     b: &mut Bufs,
     framing: BodyFraming,

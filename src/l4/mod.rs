@@ -15,9 +15,9 @@ use crate::snapshot::Action;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub async fn serve(
-    mut client: TcpStream,
-    _peer: SocketAddr,
+pub async fn serve<C: crate::http::conn::Stream>(
+    mut client: C,
+    peer: SocketAddr,
     listener: Arc<str>,
     guard: ConnGuard,
     shared: Arc<Shared>,
@@ -37,7 +37,13 @@ pub async fn serve(
     let mut skip = None;
     let mut upstream = None;
     for _attempt in 0..2 {
-        let Some(i) = crate::balancer::pick(group, skip) else {
+        let Ok(i) = crate::balancer::pick(
+            group,
+            cfg,
+            &live.snapshot.node.zone,
+            crate::net::canonical_ip(peer.ip()),
+            skip,
+        ) else {
             break;
         };
         match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(cfg.targets[i].addr)).await {
@@ -62,9 +68,15 @@ pub async fn serve(
     t.active_connections.fetch_add(1, Ordering::Relaxed);
     drop(live);
     let metrics = &guard.listener().metrics;
-    if let Ok((up, down)) = tokio::io::copy_bidirectional(&mut client, &mut target).await {
-        metrics.bytes_in.increment(up);
-        metrics.bytes_out.increment(down);
+    // A draining target's connections close when its deregistration delay ends.
+    tokio::select! {
+        r = tokio::io::copy_bidirectional(&mut client, &mut target) => {
+            if let Ok((up, down)) = r {
+                metrics.bytes_in.increment(up);
+                metrics.bytes_out.increment(down);
+            }
+        }
+        _ = t.killed() => {}
     }
     t.active_connections.fetch_sub(1, Ordering::Relaxed);
 }

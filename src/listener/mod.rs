@@ -184,9 +184,11 @@ fn admit(
     let name: Arc<str> = Arc::from(name);
     match cfg.protocol {
         ListenerProtocol::Http => {
+            let port = stream.local_addr().map_or(0, |a| a.port());
             tokio::spawn(crate::http::conn::serve(
                 stream,
                 peer,
+                port,
                 name,
                 guard,
                 shared.clone(),

@@ -1,9 +1,13 @@
 //! Request routing: condition matchers (wildcard patterns, CIDRs) and rule
 //! evaluation in ascending priority, first match wins, `default_action`
-//! otherwise. This first version walks the sorted rules; the indexed table of the
-//! HTTP-engine issue replaces `route` without changing its contract.
+//! otherwise. [`route`] walks the sorted rules; [`route_with`] asks the listener's
+//! [`table::RuleTable`] and gives the same answer without visiting every rule.
 
 pub mod pattern;
+#[doc(hidden)]
+#[path = "gen.rs"]
+pub mod rulegen;
+pub mod table;
 
 use std::net::IpAddr;
 
@@ -38,7 +42,23 @@ pub fn route<'l>(listener: &'l Listener, req: &RequestView) -> (&'l Action, u32)
     (&listener.default_action, 0)
 }
 
-fn matches(c: &Conditions, req: &RequestView) -> bool {
+/// [`route`] through `table`, which must have been built from `listener.rules`.
+pub fn route_with<'l>(
+    listener: &'l Listener,
+    table: &table::RuleTable,
+    req: &RequestView,
+) -> (&'l Action, u32) {
+    match table
+        .first_match(&listener.rules, req)
+        .and_then(|i| listener.rules.get(i))
+    {
+        Some(rule) => (&rule.action, rule.priority),
+        None => (&listener.default_action, 0),
+    }
+}
+
+/// Whether every present condition of `c` matches `req`.
+pub(crate) fn matches(c: &Conditions, req: &RequestView) -> bool {
     if !c.host.is_empty() && !c.host.iter().any(|p| p.is_match(req.host)) {
         return false;
     }

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use crate::metrics::{GroupMetrics, ListenerMetrics};
@@ -22,7 +22,30 @@ pub struct TargetState {
     pub active_connections: AtomicU32,
     /// When the target entered its current state.
     pub since: SystemTime,
+    /// Opaque id for sticky cookies (never the address).
+    pub cookie_id: u64,
+    /// Health state as `health::state::State as u8` (0 initial, 1 healthy,
+    /// 2 unhealthy, 3 draining); written by the health worker only.
+    pub health: AtomicU8,
+    /// Unix milliseconds when the target last became healthy (slow start).
+    pub healthy_since_ms: AtomicU64,
+    /// Removed by a reload and draining: no new requests or connections.
+    pub draining: AtomicBool,
+    /// Unix milliseconds when the drain ends (0 while not draining).
+    pub drain_deadline_ms: AtomicU64,
+    /// Fired when the deregistration delay ends: open work on this target stops.
+    pub killed: AtomicBool,
+    pub kill: tokio::sync::Notify,
+    /// State, reason, description and since, for the status API. Written by the
+    /// target's health worker (off the data path), read by the admin API.
+    pub detail: std::sync::Mutex<crate::health::state::Health>,
 }
+
+/// Health states as stored in [`TargetState::health`].
+pub const INITIAL: u8 = 0;
+pub const HEALTHY: u8 = 1;
+pub const UNHEALTHY: u8 = 2;
+pub const DRAINING: u8 = 3;
 
 impl TargetState {
     fn new(group: &str, address: &str) -> TargetState {
@@ -32,6 +55,41 @@ impl TargetState {
             in_flight: AtomicU32::new(0),
             active_connections: AtomicU32::new(0),
             since: SystemTime::now(),
+            cookie_id: crate::balancer::cookie::opaque_id(&[group, address]),
+            health: AtomicU8::new(INITIAL),
+            healthy_since_ms: AtomicU64::new(0),
+            draining: AtomicBool::new(false),
+            drain_deadline_ms: AtomicU64::new(0),
+            killed: AtomicBool::new(false),
+            kill: tokio::sync::Notify::new(),
+            detail: std::sync::Mutex::new(crate::health::state::Health::new(SystemTime::now())),
+        }
+    }
+
+    /// A copy of the health detail (a poisoned lock still yields its value).
+    pub fn health_detail(&self) -> crate::health::state::Health {
+        match self.detail.lock() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    pub fn is_healthy(&self) -> bool {
+        self.health.load(Ordering::Relaxed) == HEALTHY
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Waits until the deregistration delay of this (draining) target ends.
+    pub async fn killed(&self) {
+        loop {
+            let notified = self.kill.notified();
+            if self.killed.load(Ordering::Acquire) {
+                return;
+            }
+            notified.await;
         }
     }
 

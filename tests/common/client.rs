@@ -205,6 +205,26 @@ impl Conn {
         }
     }
 
+    /// Reads one head (status line and headers, any status, 1xx included) and
+    /// returns it as text without its final empty line; bytes after it stay buffered.
+    pub async fn read_head(&mut self) -> io::Result<String> {
+        let mut lines = Vec::new();
+        loop {
+            let l = self.reader.line().await?;
+            if l.is_empty() {
+                return Ok(lines.join("\r\n"));
+            }
+            lines.push(l);
+        }
+    }
+
+    /// Reads exactly `n` bytes (buffered ones first).
+    pub async fn read_bytes(&mut self, n: usize) -> io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.reader.exact(n, &mut out).await?;
+        Ok(out)
+    }
+
     pub fn into_inner(self) -> TcpStream {
         self.reader.r
     }

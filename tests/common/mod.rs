@@ -7,12 +7,15 @@
 
 mod backend;
 mod client;
+mod raw;
 
 // Each test file uses part of these.
 #[allow(unused_imports)]
 pub use backend::*;
 #[allow(unused_imports)]
 pub use client::*;
+#[allow(unused_imports)]
+pub use raw::*;
 
 use std::future::Future;
 use std::io;

@@ -1,0 +1,223 @@
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use super::*;
+use crate::live::Live;
+use crate::snapshot::Snapshot;
+use crate::targets::{HEALTHY, Registry, UNHEALTHY};
+
+fn snapshot(group_yaml: &str) -> Arc<Snapshot> {
+    let dir = std::env::temp_dir();
+    let source = crate::snapshot::ConfigSource {
+        path: dir.join("b.yaml"),
+        sha256: String::new(),
+        loaded_at: std::time::SystemTime::now(),
+    };
+    let yaml = format!("node: {{zone: a}}\ntarget_groups:\n  - {group_yaml}\n");
+    Arc::new(
+        crate::config::load_text(
+            &yaml,
+            "b.yaml",
+            dir,
+            source,
+            crate::config::LoadOptions {
+                env: Box::new(|_| None),
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e:?}")),
+    )
+}
+
+fn live(group_yaml: &str) -> Live {
+    Live::build(snapshot(group_yaml), &mut Registry::default())
+}
+
+fn set(l: &Live, i: usize, state: u8) {
+    l.groups[0].targets[i]
+        .health
+        .store(state, Ordering::Relaxed);
+}
+
+fn all_healthy(l: &Live) {
+    for i in 0..l.groups[0].targets.len() {
+        set(l, i, HEALTHY);
+    }
+}
+
+const IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1));
+
+fn pick_n(l: &Live, n: usize) -> Vec<Result<usize, NoTarget>> {
+    let g = &l.groups[0];
+    let cfg = &l.snapshot.target_groups[0];
+    (0..n).map(|_| pick(g, cfg, "a", IP, None)).collect()
+}
+
+const THREE: &str = "{name: g, targets: [{address: \"127.0.0.1:1\"}, {address: \"127.0.0.1:2\"}, {address: \"127.0.0.1:3\"}]}";
+
+#[test]
+fn round_robin_over_healthy_targets_only() {
+    let l = live(THREE);
+    all_healthy(&l);
+    assert_eq!(
+        pick_n(&l, 6),
+        vec![Ok(0), Ok(1), Ok(2), Ok(0), Ok(1), Ok(2)]
+    );
+    set(&l, 1, UNHEALTHY);
+    assert!(pick_n(&l, 20).iter().all(|p| *p == Ok(0) || *p == Ok(2)));
+}
+
+#[test]
+fn fail_open_and_fail_closed() {
+    let l = live(THREE);
+    // every target unhealthy (or initial): fail-open routes to all of them
+    set(&l, 0, UNHEALTHY);
+    let mut seen: Vec<usize> = pick_n(&l, 30).into_iter().map(|p| p.unwrap()).collect();
+    seen.sort_unstable();
+    seen.dedup();
+    assert_eq!(seen, vec![0, 1, 2]);
+    let closed = live(&THREE.replace("{name: g,", "{name: g, fail_open: false,"));
+    assert_eq!(pick_n(&closed, 1), vec![Err(NoTarget::Unavailable)]);
+    let empty = live("{name: g}");
+    assert_eq!(pick_n(&empty, 1), vec![Err(NoTarget::Unavailable)]);
+}
+
+#[test]
+fn draining_targets_get_nothing() {
+    let l = live(THREE);
+    all_healthy(&l);
+    l.groups[0].targets[0]
+        .draining
+        .store(true, Ordering::Relaxed);
+    assert!(pick_n(&l, 20).iter().all(|p| *p != Ok(0)));
+}
+
+#[test]
+fn cross_zone_off_prefers_the_node_zone_and_falls_back() {
+    let y = "{name: g, cross_zone: false, targets: [{address: \"127.0.0.1:1\", zone: a}, {address: \"127.0.0.1:2\", zone: b}, {address: \"127.0.0.1:3\", zone: b}]}";
+    let l = live(y);
+    all_healthy(&l);
+    assert!(pick_n(&l, 20).iter().all(|p| *p == Ok(0)));
+    set(&l, 0, UNHEALTHY);
+    let picks = pick_n(&l, 20);
+    assert!(picks.contains(&Ok(1)) && picks.contains(&Ok(2)) && !picks.contains(&Ok(0)));
+    // cross_zone on: all zones
+    let on = live(&y.replace("cross_zone: false", "cross_zone: true"));
+    all_healthy(&on);
+    let picks = pick_n(&on, 30);
+    assert!(picks.contains(&Ok(0)) && picks.contains(&Ok(1)) && picks.contains(&Ok(2)));
+}
+
+#[test]
+fn least_outstanding_requests_avoids_busy_targets_and_rotates_ties() {
+    let l = live(&THREE.replace(
+        "{name: g,",
+        "{name: g, algorithm: least_outstanding_requests,",
+    ));
+    all_healthy(&l);
+    l.groups[0].targets[0].in_flight.store(5, Ordering::Relaxed);
+    l.groups[0].targets[2].in_flight.store(1, Ordering::Relaxed);
+    assert!(pick_n(&l, 10).iter().all(|p| *p == Ok(1)));
+    l.groups[0].targets[0].in_flight.store(0, Ordering::Relaxed);
+    l.groups[0].targets[2].in_flight.store(0, Ordering::Relaxed);
+    let picks = pick_n(&l, 9);
+    for i in 0..3 {
+        assert_eq!(
+            picks.iter().filter(|p| **p == Ok(i)).count(),
+            3,
+            "{picks:?}"
+        );
+    }
+}
+
+#[test]
+fn weighted_random_follows_the_weights() {
+    let y = "{name: g, algorithm: weighted_random, targets: [{address: \"127.0.0.1:1\", weight: 3}, {address: \"127.0.0.1:2\", weight: 1}, {address: \"127.0.0.1:3\", weight: 0}]}";
+    let l = live(y);
+    all_healthy(&l);
+    let picks = pick_n(&l, 20_000);
+    let a = picks.iter().filter(|p| **p == Ok(0)).count() as f64 / 20_000.0;
+    assert!((0.72..0.78).contains(&a), "{a}");
+    assert!(!picks.contains(&Ok(2)));
+}
+
+#[test]
+fn source_hash_is_stable_and_moves_few_clients() {
+    let five = "{name: g, protocol: tcp, algorithm: source_hash, targets: [{address: \"127.0.0.1:1\"}, {address: \"127.0.0.1:2\"}, {address: \"127.0.0.1:3\"}, {address: \"127.0.0.1:4\"}, {address: \"127.0.0.1:5\"}]}";
+    let l = live(five);
+    all_healthy(&l);
+    let g = &l.groups[0];
+    let cfg = &l.snapshot.target_groups[0];
+    let clients: Vec<IpAddr> = (0..5000u32)
+        .map(|i| IpAddr::V4((0x0a00_0000 + i * 7919).into()))
+        .collect();
+    let before: Vec<usize> = clients
+        .iter()
+        .map(|c| pick(g, cfg, "a", *c, None).unwrap())
+        .collect();
+    let again: Vec<usize> = clients
+        .iter()
+        .map(|c| pick(g, cfg, "a", *c, None).unwrap())
+        .collect();
+    assert_eq!(before, again);
+    // every target gets a fair share
+    for t in 0..5 {
+        let share = before.iter().filter(|x| **x == t).count() as f64 / 5000.0;
+        assert!((0.15..0.25).contains(&share), "target {t}: {share}");
+    }
+    // target 2 leaves: only its clients move
+    set(&l, 2, UNHEALTHY);
+    let after: Vec<usize> = clients
+        .iter()
+        .map(|c| pick(g, cfg, "a", *c, None).unwrap())
+        .collect();
+    let moved = before.iter().zip(&after).filter(|(b, a)| b != a).count();
+    let had = before.iter().filter(|b| **b == 2).count();
+    assert_eq!(moved, had);
+    assert!(after.iter().all(|a| *a != 2));
+}
+
+#[test]
+fn retries_skip_the_failed_target() {
+    let l = live(&THREE.replace(", {address: \"127.0.0.1:3\"}", ""));
+    all_healthy(&l);
+    let g = &l.groups[0];
+    let cfg = &l.snapshot.target_groups[0];
+    for _ in 0..10 {
+        assert_eq!(pick(g, cfg, "a", IP, Some(1)), Ok(0));
+    }
+    let one = live("{name: g, targets: [{address: \"127.0.0.1:1\"}]}");
+    all_healthy(&one);
+    assert_eq!(
+        pick(
+            &one.groups[0],
+            &one.snapshot.target_groups[0],
+            "a",
+            IP,
+            Some(0)
+        ),
+        Err(NoTarget::Exhausted)
+    );
+}
+
+#[test]
+fn slow_start_ramps_linearly() {
+    let l = live(&THREE.replace("{name: g,", "{name: g, slow_start: 100s,"));
+    let t = &l.groups[0].targets[0];
+    let cfg = &l.snapshot.target_groups[0];
+    let now = 1_000_000_000;
+    t.healthy_since_ms.store(now, Ordering::Relaxed);
+    assert!((ramp(t, cfg, now) - 0.1).abs() < 1e-9);
+    assert!((ramp(t, cfg, now + 50_000) - 0.55).abs() < 1e-9);
+    assert_eq!(ramp(t, cfg, now + 100_000), 1.0);
+    // off
+    let off = live(THREE);
+    assert_eq!(
+        ramp(
+            &off.groups[0].targets[0],
+            &off.snapshot.target_groups[0],
+            now
+        ),
+        1.0
+    );
+}

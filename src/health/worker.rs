@@ -1,0 +1,324 @@
+//! The health-check workers: one task per target on the control runtime, off the
+//! data path. Checks of a group spread over its interval (no thundering herd);
+//! the first round at start runs at once. Results drive the pure state machine,
+//! whose state the data path reads from one atomic per target. Also: draining of
+//! targets that a reload removed, and the health gauges.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
+
+use tokio::task::JoinHandle;
+
+use super::probe::probe;
+use super::state::{Outcome, State};
+use crate::live::Live;
+use crate::server::Shared;
+use crate::snapshot::{HealthCheck, Target, TargetGroup};
+use crate::targets::TargetState;
+
+/// A target a reload removed, still draining.
+#[derive(Clone)]
+pub struct Draining {
+    pub group: String,
+    pub address: String,
+    pub zone: String,
+    pub state: Arc<TargetState>,
+    pub deadline: SystemTime,
+}
+
+/// The running checks, keyed by (group, address).
+#[derive(Default)]
+pub struct Checks {
+    tasks: HashMap<(String, String), JoinHandle<()>>,
+}
+
+fn key(g: &str, a: &str) -> (String, String) {
+    (g.to_owned(), a.to_owned())
+}
+
+/// Where to send a target's check: its address with the check's port.
+fn check_addr(t: &Target, hc: &HealthCheck) -> SocketAddr {
+    let mut a = t.addr;
+    if let Some(p) = hc.port {
+        a.set_port(p);
+    }
+    a
+}
+
+/// Applies one outcome to a target and publishes what changed.
+fn apply(
+    state: &TargetState,
+    group: &TargetGroup,
+    target: &Target,
+    outcome: &Outcome,
+    shared: &Shared,
+) {
+    let hc = &group.health_check;
+    let now = SystemTime::now();
+    let result = if outcome.is_pass() { "pass" } else { "fail" };
+    metrics::counter!(crate::metrics::HEALTH_CHECKS, "target_group" => group.name.clone(), "result" => result).increment(1);
+    let (changed, health) = {
+        let mut d = match state.detail.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let changed = d.observe(outcome, hc.healthy_threshold, hc.unhealthy_threshold, now);
+        (changed, d.clone())
+    };
+    if !changed {
+        return;
+    }
+    let code = health.state as u8;
+    state.health.store(code, Ordering::Release);
+    if health.state == State::Healthy {
+        state
+            .healthy_since_ms
+            .store(crate::balancer::now_ms(), Ordering::Relaxed);
+    }
+    match health.state {
+        State::Unhealthy => tracing::warn!(
+            target_group = %group.name,
+            target = %target.address,
+            reason = health.reason.unwrap_or(""),
+            "target unhealthy: {}",
+            health.description.as_deref().unwrap_or("")
+        ),
+        State::Healthy => {
+            tracing::info!(target_group = %group.name, target = %target.address, "target healthy")
+        }
+        _ => {}
+    }
+    let live = shared.live.load();
+    publish_gauges(&live, &group.name);
+}
+
+/// `fulcrum_healthy_targets` / `fulcrum_unhealthy_targets` per zone and
+/// `fulcrum_target_state` of every target of a group.
+pub fn publish_gauges(live: &Live, group_name: &str) {
+    let Some(gi) = live
+        .snapshot
+        .target_groups
+        .iter()
+        .position(|g| g.name == group_name)
+    else {
+        return;
+    };
+    let g = &live.snapshot.target_groups[gi];
+    let mut zones: HashMap<&str, (u32, u32)> = HashMap::new();
+    for (t, st) in g.targets.iter().zip(&live.groups[gi].targets) {
+        let s = st.health.load(Ordering::Relaxed);
+        let e = zones.entry(t.zone.as_str()).or_default();
+        match s {
+            crate::targets::HEALTHY => e.0 += 1,
+            crate::targets::UNHEALTHY => e.1 += 1,
+            _ => {}
+        }
+        for (code, name) in [
+            (0u8, "initial"),
+            (1, "healthy"),
+            (2, "unhealthy"),
+            (3, "draining"),
+        ] {
+            metrics::gauge!(crate::metrics::TARGET_STATE, "target_group" => g.name.clone(), "target" => t.address.clone(), "state" => name)
+                .set(if s == code { 1.0 } else { 0.0 });
+        }
+    }
+    for (zone, (h, u)) in zones {
+        metrics::gauge!(crate::metrics::HEALTHY_TARGETS, "target_group" => g.name.clone(), "zone" => zone.to_owned()).set(f64::from(h));
+        metrics::gauge!(crate::metrics::UNHEALTHY_TARGETS, "target_group" => g.name.clone(), "zone" => zone.to_owned()).set(f64::from(u));
+    }
+}
+
+/// One check of the target now, with the current config.
+async fn check_once(shared: &Shared, group: &str, address: &str, state: &TargetState) -> bool {
+    let live = shared.live.load_full();
+    let Some(gi) = live
+        .snapshot
+        .target_groups
+        .iter()
+        .position(|g| g.name == group)
+    else {
+        return false;
+    };
+    let g = &live.snapshot.target_groups[gi];
+    let Some(t) = g.targets.iter().find(|t| t.address == address) else {
+        return false;
+    };
+    let hc = &g.health_check;
+    let host = hc.host.as_deref().unwrap_or(&t.address);
+    let outcome = probe(check_addr(t, hc), hc, host, g.proxy_protocol_v2).await;
+    apply(state, g, t, &outcome, shared);
+    true
+}
+
+/// A target's check loop: every interval, starting after `first`.
+async fn run(
+    shared: Arc<Shared>,
+    group: String,
+    address: String,
+    state: Arc<TargetState>,
+    first: Duration,
+) {
+    tokio::time::sleep(first).await;
+    loop {
+        if !check_once(&shared, &group, &address, &state).await {
+            return;
+        }
+        let interval = {
+            let live = shared.live.load();
+            live.snapshot
+                .group_by_name(&group)
+                .map_or(Duration::from_secs(30), |g| g.health_check.interval)
+        };
+        tokio::time::sleep(interval).await;
+    }
+}
+
+/// A stable offset in `0..interval` for a target, so checks spread out.
+fn spread(group: &str, address: &str, interval: Duration) -> Duration {
+    let h = crate::balancer::cookie::opaque_id(&[group, address]);
+    let ms = interval.as_millis().max(1) as u64;
+    Duration::from_millis(h % ms)
+}
+
+impl Checks {
+    /// Runs the first check of every target at once and waits for them all
+    /// (bounded by the longest check timeout), then starts the periodic checks.
+    pub async fn start(shared: &Arc<Shared>) -> Checks {
+        let live = shared.live.load_full();
+        let mut first = Vec::new();
+        for (g, lg) in live.snapshot.target_groups.iter().zip(&live.groups) {
+            for (t, st) in g.targets.iter().zip(&lg.targets) {
+                let (shared, group, address, st) = (
+                    shared.clone(),
+                    g.name.clone(),
+                    t.address.clone(),
+                    st.clone(),
+                );
+                first.push(tokio::spawn(async move {
+                    check_once(&shared, &group, &address, &st).await;
+                }));
+            }
+        }
+        for f in first {
+            let _ = f.await;
+        }
+        for g in &live.snapshot.target_groups {
+            publish_gauges(&live, &g.name);
+        }
+        let mut checks = Checks::default();
+        checks.sync(shared, &live, true);
+        checks
+    }
+
+    /// Matches the running check tasks to the published view: targets new to it
+    /// are checked at once, removed ones stop being checked.
+    pub fn sync(&mut self, shared: &Arc<Shared>, live: &Live, after_first_round: bool) {
+        let mut wanted = HashMap::new();
+        for (g, lg) in live.snapshot.target_groups.iter().zip(&live.groups) {
+            for (t, st) in g.targets.iter().zip(&lg.targets) {
+                wanted.insert(
+                    key(&g.name, &t.address),
+                    (st.clone(), g.health_check.interval),
+                );
+            }
+        }
+        self.tasks.retain(|k, task| {
+            let keep = wanted.contains_key(k);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        for (k, (st, interval)) in wanted {
+            if self.tasks.contains_key(&k) {
+                continue;
+            }
+            // A target checked in the first round waits its spread offset; a new
+            // one (added by a reload) is checked at once.
+            let first = if after_first_round {
+                spread(&k.0, &k.1, interval) + interval
+            } else {
+                Duration::ZERO
+            };
+            let task = tokio::spawn(run(shared.clone(), k.0.clone(), k.1.clone(), st, first));
+            self.tasks.insert(k, task);
+        }
+        for g in &live.snapshot.target_groups {
+            publish_gauges(live, &g.name);
+        }
+    }
+
+    pub fn stop(&mut self) {
+        for (_, t) in self.tasks.drain() {
+            t.abort();
+        }
+    }
+}
+
+/// Starts draining a target a reload removed: no new work, idle pooled
+/// connections already closed by the caller; open work gets until the deadline
+/// (or the drain ends as soon as nothing is open). Then the target leaves.
+pub fn drain(shared: &Arc<Shared>, d: Draining, delay: Duration) {
+    let st = d.state.clone();
+    st.draining.store(true, Ordering::Release);
+    st.health.store(crate::targets::DRAINING, Ordering::Release);
+    {
+        let mut h = match st.detail.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        h.drain(SystemTime::now());
+    }
+    let deadline_ms = crate::balancer::now_ms() + delay.as_millis() as u64;
+    st.drain_deadline_ms.store(deadline_ms, Ordering::Relaxed);
+    st.killed.store(false, Ordering::Release);
+    if let Ok(mut list) = shared.draining_targets.lock() {
+        list.retain(|x| !(x.group == d.group && x.address == d.address));
+        list.push(d.clone());
+    }
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let until = tokio::time::Instant::now() + delay;
+        loop {
+            if !st.is_draining() {
+                return; // re-added by a reload: back in service
+            }
+            let idle = st.in_flight.load(Ordering::Relaxed) == 0
+                && st.active_connections.load(Ordering::Relaxed) == 0;
+            if idle || tokio::time::Instant::now() >= until {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        st.killed.store(true, Ordering::Release);
+        st.kill.notify_waiters();
+        if let Ok(mut list) = shared.draining_targets.lock() {
+            list.retain(|x| !Arc::ptr_eq(&x.state, &st));
+        }
+    });
+}
+
+/// A target a reload brought back while it was draining returns to service.
+pub fn undrain(shared: &Shared, st: &Arc<TargetState>) {
+    if !st.is_draining() {
+        return;
+    }
+    st.draining.store(false, Ordering::Release);
+    st.drain_deadline_ms.store(0, Ordering::Relaxed);
+    let state = {
+        let mut h = match st.detail.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        h.undrain(SystemTime::now());
+        h.state
+    };
+    st.health.store(state as u8, Ordering::Release);
+    if let Ok(mut list) = shared.draining_targets.lock() {
+        list.retain(|x| !Arc::ptr_eq(&x.state, st));
+    }
+}
