@@ -240,6 +240,7 @@ pub fn status_table(v: &serde_json::Value) -> String {
         "REASON".to_owned(),
         "IN-FLIGHT".to_owned(),
         "SINCE".to_owned(),
+        "DESCRIPTION".to_owned(),
     ]];
     for g in v["target_groups"].as_array().into_iter().flatten() {
         let targets = g["targets"].as_array().cloned().unwrap_or_default();
@@ -247,6 +248,7 @@ pub fn status_table(v: &serde_json::Value) -> String {
             rows.push([
                 s(&g["name"]),
                 "(no targets)".into(),
+                "-".into(),
                 "-".into(),
                 "-".into(),
                 "-".into(),
@@ -263,10 +265,11 @@ pub fn status_table(v: &serde_json::Value) -> String {
                 s(&t["reason"]),
                 s(&t["in_flight"]),
                 s(&t["since"]),
+                s(&t["description"]),
             ]);
         }
     }
-    let widths: Vec<usize> = (0..7)
+    let widths: Vec<usize> = (0..8)
         .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
         .collect();
     let mut out = format!(

@@ -94,6 +94,9 @@ pub fn run() -> i32 {
         println!("  curl http://{admin}/api/v1/status");
         println!("  curl http://{admin}/metrics");
         println!("  fulcrum status -c {}", path.display());
+        println!("  curl -X POST http://127.0.0.1:8002/fail     # demo-2 fails its health checks: watch");
+        println!("                                              # it go unhealthy and traffic move away;");
+        println!("  curl -X POST http://127.0.0.1:8002/recover  # and come back");
         println!();
         println!(
             "Edit {} and reload with `kill -HUP {}` or `fulcrum reload -c {}`. Ctrl-C stops.",
@@ -106,21 +109,26 @@ pub fn run() -> i32 {
 }
 
 /// A tiny keep-alive HTTP/1.1 server answering every request with its name.
+/// `/health` answers 200 while the target is "up"; `POST /fail` makes it answer
+/// 500 (the balancer then marks the target unhealthy) and `POST /recover` undoes
+/// that.
 async fn serve_target(listener: TcpListener, name: &'static str) {
+    let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
     loop {
         if let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(target_conn(stream, name));
+            tokio::spawn(target_conn(stream, name, failing.clone()));
         }
     }
 }
 
-async fn target_conn(mut s: TcpStream, name: &'static str) {
+async fn target_conn(mut s: TcpStream, name: &'static str, failing: Arc<std::sync::atomic::AtomicBool>) {
+    use std::sync::atomic::Ordering;
     let port = s.local_addr().map(|a| a.port()).unwrap_or(0);
     let mut buf = Vec::with_capacity(4096);
     let mut chunk = [0u8; 4096];
     loop {
         // Read one request head (bodies are skipped by Content-Length).
-        let (head_len, body_len) = loop {
+        let (head_len, body_len, path) = loop {
             let mut headers = [httparse::EMPTY_HEADER; 64];
             let mut req = httparse::Request::new(&mut headers);
             match req.parse(&buf) {
@@ -137,7 +145,7 @@ async fn target_conn(mut s: TcpStream, name: &'static str) {
                                 .ok()
                         })
                         .unwrap_or(0);
-                    break (n, cl);
+                    break (n, cl, req.path.unwrap_or("/").to_owned());
                 }
                 Ok(httparse::Status::Partial) if buf.len() < 65536 => {}
                 _ => return,
@@ -154,9 +162,20 @@ async fn target_conn(mut s: TcpStream, name: &'static str) {
             }
         }
         buf.drain(..head_len + body_len);
-        let body = format!("Hello from {name} (127.0.0.1:{port})\n");
+        let (status, body) = match path.as_str() {
+            "/fail" => {
+                failing.store(true, Ordering::Relaxed);
+                ("200 OK", format!("{name} now fails its health checks\n"))
+            }
+            "/recover" => {
+                failing.store(false, Ordering::Relaxed);
+                ("200 OK", format!("{name} passes its health checks again\n"))
+            }
+            "/health" if failing.load(Ordering::Relaxed) => ("500 Internal Server Error", "failing\n".to_owned()),
+            _ => ("200 OK", format!("Hello from {name} (127.0.0.1:{port})\n")),
+        };
         let resp = format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nX-Demo-Target: {name}\r\n\r\n{body}",
+            "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nX-Demo-Target: {name}\r\n\r\n{body}",
             body.len()
         );
         if s.write_all(resp.as_bytes()).await.is_err() {

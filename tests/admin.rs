@@ -180,7 +180,6 @@ async fn status_json_has_the_documented_shape() {
 /// A target whose first health check is refused (unhealthy_threshold 1) is shown
 /// `unhealthy` with ALB's reason code, by the API and by `fulcrum status`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "needs health checks (SPEC §4), not in the runtime yet"]
 async fn status_shows_a_failed_health_check() {
     bounded(60, async {
         let a = Backend::start("u-a").await;

@@ -84,6 +84,18 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Whether target `i` may take new work now (for sticky cookies).
+pub fn eligible(group: &LiveGroup, cfg: &TargetGroup, node_zone: &str, i: usize) -> bool {
+    match (
+        scope(group, cfg, node_zone),
+        group.targets.get(i),
+        cfg.targets.get(i),
+    ) {
+        (Some(sc), Some(t), Some(tc)) => in_scope(sc, t, &tc.zone, node_zone),
+        _ => false,
+    }
+}
+
 /// Why nothing could be picked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NoTarget {

@@ -22,7 +22,7 @@ use crate::listener::ConnGuard;
 use crate::live::Live;
 use crate::router::{self, RequestView};
 use crate::server::Shared;
-use crate::snapshot::{Action, Listener, ListenerProtocol};
+use crate::snapshot::{Action, Listener, ListenerProtocol, Stickiness};
 use crate::targets::InFlight;
 
 /// Connecting to a target longer than this is a 504.
@@ -538,14 +538,29 @@ async fn proxy<C: Stream>(
     let expect_continue = b.req.expect_continue;
     let upgrade_websocket = b.req.upgrade_websocket;
     let req_head_len = b.req.head_len;
+    // Target stickiness (SPEC §4): a valid cookie naming an eligible target wins.
+    let now = unix_now();
+    let sticky_name = match &gcfg.stickiness {
+        Some(Stickiness::LbCookie { .. }) => Some(cookie::LB_COOKIE),
+        Some(Stickiness::AppCookie { .. }) => Some(cookie::APP_COOKIE),
+        None => None,
+    };
+    let sticky_target = sticky_name.and_then(|name| {
+        let id = cookie_values(&b.client, &b.req, name)
+            .find_map(|v| live.cookie_key.verify(name, v, now))?;
+        let i = group.targets.iter().position(|t| t.cookie_id == id)?;
+        crate::balancer::eligible(group, gcfg, &live.snapshot.node.zone, i).then_some(i)
+    });
     b.client.drain(..req_head_len);
 
     // Connect (pooled first); a failed connect moves to another target once.
     let mut skip = None;
     let mut retried = false;
     let (ti, mut up, mut pooled) = loop {
-        let ti = match crate::balancer::pick(group, gcfg, &live.snapshot.node.zone, client_ip, skip)
-        {
+        let sticky = sticky_target.filter(|i| skip != Some(*i));
+        let ti = match sticky.map(Ok).unwrap_or_else(|| {
+            crate::balancer::pick(group, gcfg, &live.snapshot.node.zone, client_ip, skip)
+        }) {
             Ok(ti) => ti,
             Err(e) => {
                 b.out = head_bytes;
@@ -610,7 +625,7 @@ async fn proxy<C: Stream>(
                 }
                 b.upstream.clear();
                 b.resp.clear();
-                match read_response_head(&mut up, b, method_head, cfg.idle_timeout).await {
+                match read_response_head(client, &mut up, b, method_head, cfg.idle_timeout).await {
                     Ok(()) => break,
                     Err(RespFail::ClosedBeforeAnyByte)
                         if pooled && !attempt_fresh && idempotent && no_body => {}
@@ -626,6 +641,10 @@ async fn proxy<C: Stream>(
                     Err(RespFail::Timeout) => {
                         b.out = head_bytes;
                         return Err(Fail::Status(504));
+                    }
+                    Err(RespFail::ClientGone) => {
+                        b.out = head_bytes;
+                        return Err(Fail::ClientGone);
                     }
                 }
             } else if !(pooled && !attempt_fresh && idempotent && no_body) {
@@ -695,12 +714,43 @@ async fn proxy<C: Stream>(
             req_version,
             &mut b.out,
         );
-        if let Some(line) = &opts.set_cookie {
+        // Sticky cookies: the group's (weighted forwards) and the target's.
+        let secure = cfg.protocol == ListenerProtocol::Https;
+        let target_cookie = match &gcfg.stickiness {
+            Some(Stickiness::LbCookie { duration }) => Some((cookie::LB_COOKIE, *duration)),
+            // app_cookie: bound once the target set its cookie, refreshed after.
+            Some(Stickiness::AppCookie {
+                duration,
+                cookie_name,
+            }) => {
+                let sets_app = b.resp.headers.iter().any(|(n, v)| {
+                    b.upstream[n.clone()].eq_ignore_ascii_case(b"set-cookie")
+                        && b.upstream[v.clone()].starts_with(cookie_name.as_bytes())
+                        && b.upstream.get(v.start + cookie_name.len()) == Some(&b'=')
+                });
+                (sets_app || sticky_target == Some(ti)).then_some((cookie::APP_COOKIE, *duration))
+            }
+            None => None,
+        };
+        if opts.set_cookie.is_some() || target_cookie.is_some() {
             // Insert before the head's final empty line.
             let end = b.out.len().saturating_sub(2);
             b.out.truncate(end);
-            b.out.extend_from_slice(line.as_bytes());
-            b.out.extend_from_slice(b"\r\n\r\n");
+            if let Some(line) = &opts.set_cookie {
+                b.out.extend_from_slice(line.as_bytes());
+                b.out.extend_from_slice(b"\r\n");
+            }
+            if let Some((name, d)) = target_cookie {
+                let expires = now + d.as_secs();
+                let value = live
+                    .cookie_key
+                    .sign(name, group.targets[ti].cookie_id, expires);
+                b.out.extend_from_slice(
+                    cookie::set_cookie_line(name, &value, expires, secure).as_bytes(),
+                );
+                b.out.extend_from_slice(b"\r\n");
+            }
+            b.out.extend_from_slice(b"\r\n");
         }
         let resp_head_len = b.resp.head_len;
         client
@@ -818,6 +868,8 @@ async fn tunnel<C: Stream>(
 }
 
 enum RespFail {
+    /// The client closed its connection before the response (460).
+    ClientGone,
     ClosedBeforeAnyByte,
     Io,
     Malformed,
@@ -826,12 +878,16 @@ enum RespFail {
 
 /// Reads the target's response head into `b.upstream`/`b.resp`, skipping interim
 /// 100 Continue answers (the balancer answered the client's Expect itself).
-async fn read_response_head(
+async fn read_response_head<C: Stream>(
+    client: &mut C,
     up: &mut TcpStream,
     b: &mut Bufs,
     method_head: bool,
     idle: Duration,
 ) -> Result<(), RespFail> {
+    let deadline = tokio::time::Instant::now() + idle;
+    // While the target thinks, a client that closes its connection ends the
+    // exchange (ALB's 460); bytes it sends meanwhile are pipelined requests.
     loop {
         match head::parse_response(&b.upstream, method_head, &mut b.resp) {
             Ok(Some(())) => {
@@ -848,7 +904,16 @@ async fn read_response_head(
             Err(_) => return Err(RespFail::Malformed),
         }
         let got_any = !b.upstream.is_empty();
-        match tokio::time::timeout(idle, read_more(up, &mut b.upstream)).await {
+        let read = tokio::select! {
+            r = tokio::time::timeout_at(deadline, read_more(up, &mut b.upstream)) => r,
+            c = read_more(client, &mut b.client), if b.client.len() < 64 * 1024 => {
+                match c {
+                    Ok(0) | Err(_) => return Err(RespFail::ClientGone),
+                    Ok(_) => continue,
+                }
+            }
+        };
+        match read {
             Ok(Ok(0)) if !got_any => return Err(RespFail::ClosedBeforeAnyByte),
             Ok(Err(e)) if !got_any && matches!(e.kind(), std::io::ErrorKind::ConnectionReset) => {
                 return Err(RespFail::ClosedBeforeAnyByte);

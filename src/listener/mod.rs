@@ -195,7 +195,7 @@ fn admit(
             ));
         }
         ListenerProtocol::Tcp => {
-            tokio::spawn(crate::l4::serve(stream, peer, name, guard, shared.clone()));
+            tokio::spawn(crate::l4::serve_tcp(stream, peer, name, guard, shared.clone()));
         }
         ListenerProtocol::Https | ListenerProtocol::Tls => {
             // TLS termination arrives with the L4/TLS issue; until then such a
