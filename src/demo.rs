@@ -94,8 +94,12 @@ pub fn run() -> i32 {
         println!("  curl http://{admin}/api/v1/status");
         println!("  curl http://{admin}/metrics");
         println!("  fulcrum status -c {}", path.display());
-        println!("  curl -X POST http://127.0.0.1:8002/fail     # demo-2 fails its health checks: watch");
-        println!("                                              # it go unhealthy and traffic move away;");
+        println!(
+            "  curl -X POST http://127.0.0.1:8002/fail     # demo-2 fails its health checks: watch"
+        );
+        println!(
+            "                                              # it go unhealthy and traffic move away;"
+        );
         println!("  curl -X POST http://127.0.0.1:8002/recover  # and come back");
         println!();
         println!(
@@ -121,7 +125,11 @@ async fn serve_target(listener: TcpListener, name: &'static str) {
     }
 }
 
-async fn target_conn(mut s: TcpStream, name: &'static str, failing: Arc<std::sync::atomic::AtomicBool>) {
+async fn target_conn(
+    mut s: TcpStream,
+    name: &'static str,
+    failing: Arc<std::sync::atomic::AtomicBool>,
+) {
     use std::sync::atomic::Ordering;
     let port = s.local_addr().map(|a| a.port()).unwrap_or(0);
     let mut buf = Vec::with_capacity(4096);
@@ -171,7 +179,9 @@ async fn target_conn(mut s: TcpStream, name: &'static str, failing: Arc<std::syn
                 failing.store(false, Ordering::Relaxed);
                 ("200 OK", format!("{name} passes its health checks again\n"))
             }
-            "/health" if failing.load(Ordering::Relaxed) => ("500 Internal Server Error", "failing\n".to_owned()),
+            "/health" if failing.load(Ordering::Relaxed) => {
+                ("500 Internal Server Error", "failing\n".to_owned())
+            }
             _ => ("200 OK", format!("Hello from {name} (127.0.0.1:{port})\n")),
         };
         let resp = format!(

@@ -5,7 +5,9 @@
 
 #![forbid(unsafe_code)]
 
+pub mod access_log;
 pub mod admin;
+pub mod alerts;
 pub mod balancer;
 pub mod cli;
 pub mod config;

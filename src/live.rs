@@ -22,6 +22,12 @@ pub struct Live {
     pub cookie_key: Arc<CookieKey>,
     /// Opaque cookie id of each group, by group id.
     pub group_cookie_ids: Vec<u64>,
+    /// The access log, when one is configured.
+    pub access_log: Option<crate::access_log::AccessLog>,
+    /// TLS server configs of https/tls listeners, by listener index.
+    pub tls_servers: Vec<Option<Arc<rustls::ServerConfig>>>,
+    /// TLS client configs of https/tls target groups, by group id.
+    pub tls_clients: Vec<Option<Arc<rustls::ClientConfig>>>,
 }
 
 pub struct LiveListener {
@@ -73,6 +79,36 @@ impl Live {
             })
             .collect();
         let cookie_key = registry.cookie_key(snapshot.node.secret_file.as_deref());
+        let access_log = registry.access_log(&snapshot.access_log);
+        // Certificates were loaded and checked by the config loader; a failure here
+        // leaves the listener unable to serve TLS, which is logged.
+        let tls_servers = snapshot
+            .listeners
+            .iter()
+            .map(|l| {
+                if !l.protocol.terminates_tls() {
+                    return None;
+                }
+                crate::tls::server::server_config(l, &snapshot.certificates)
+                    .map_err(|e| tracing::error!(listener = %l.name, "TLS: {e}"))
+                    .ok()
+            })
+            .collect();
+        let tls_clients = snapshot
+            .target_groups
+            .iter()
+            .map(|g| {
+                if !matches!(
+                    g.protocol,
+                    crate::snapshot::GroupProtocol::Https | crate::snapshot::GroupProtocol::Tls
+                ) {
+                    return None;
+                }
+                crate::tls::client::client_config(g.verify_tls, g.ca_file.as_deref())
+                    .map_err(|e| tracing::error!(target_group = %g.name, "TLS: {e}"))
+                    .ok()
+            })
+            .collect();
         let group_cookie_ids = snapshot
             .target_groups
             .iter()
@@ -84,7 +120,30 @@ impl Live {
             groups,
             cookie_key,
             group_cookie_ids,
+            access_log,
+            tls_servers,
+            tls_clients,
         }
+    }
+
+    /// The TLS client config and server name for target `ti` of group `gid`,
+    /// when the group speaks TLS to its targets.
+    pub fn target_tls(
+        &self,
+        gid: GroupId,
+        ti: usize,
+    ) -> Option<(
+        &Arc<rustls::ClientConfig>,
+        rustls::pki_types::ServerName<'static>,
+    )> {
+        let cfg = self.tls_clients.get(gid.0 as usize)?.as_ref()?;
+        let t = self
+            .snapshot
+            .target_groups
+            .get(gid.0 as usize)?
+            .targets
+            .get(ti)?;
+        Some((cfg, crate::tls::client::server_name(&t.address, t.addr)))
     }
 
     /// The index of a listener by name.

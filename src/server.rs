@@ -243,6 +243,7 @@ impl Server {
         loop {
             tokio::select! {
                 _ = hup.recv() => {
+                    self.control.registry.reopen_access_log();
                     let outcome = self.control.reload().await;
                     log_outcome("SIGHUP", &outcome);
                 }

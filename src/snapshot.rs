@@ -202,6 +202,8 @@ pub struct Listener {
     pub desync_mitigation: DesyncMode,
     /// Sorted by ascending priority.
     pub rules: Vec<Rule>,
+    /// Index over `rules` for lookups that do not visit every rule.
+    pub table: crate::router::table::RuleTable,
     pub default_action: Action,
 }
 

@@ -326,6 +326,7 @@ fn decode_listener(cx: &mut Ctx, f: &Fields, refs: &Refs, id: ListenerId) -> Opt
         header_timeout,
         xff,
         desync_mitigation,
+        table: crate::router::table::RuleTable::build(&rules),
         rules,
         default_action: default_action?,
     })

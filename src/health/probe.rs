@@ -28,7 +28,7 @@ pub const MAX_RESPONSE_HEAD: usize = 16 * 1024;
 /// The `User-Agent` health-check requests carry.
 pub const USER_AGENT: &str = "fulcrum-health-check";
 
-const TLS_NOT_SUPPORTED: &str = "https/tls health checks are not supported yet";
+const TLS_NOT_SUPPORTED: &str = "https/tls health check without a TLS client configuration";
 
 /// Runs one check against `addr` (the target's address with the check's port
 /// applied by the caller) and returns its outcome. `host_header`: the Host to send
@@ -58,6 +58,26 @@ pub async fn probe(
     host_header: &str,
     proxy_v2_local: bool,
 ) -> Outcome {
+    probe_with_tls(addr, hc, host_header, proxy_v2_local, None).await
+}
+
+/// TLS settings for `https` and `tls` checks: the group's client config and the
+/// name to present.
+pub type TlsClient = (
+    std::sync::Arc<rustls::ClientConfig>,
+    rustls::pki_types::ServerName<'static>,
+);
+
+/// [`probe`] with the TLS client that `https` and `tls` checks use: `tls` passes
+/// on a completed handshake, `https` runs the `http` exchange over TLS. A
+/// handshake failure is `Failed("TLS handshake failed: …")`.
+pub async fn probe_with_tls(
+    addr: SocketAddr,
+    hc: &HealthCheck,
+    host_header: &str,
+    proxy_v2_local: bool,
+    tls: Option<TlsClient>,
+) -> Outcome {
     let check = async {
         match hc.protocol {
             HealthProtocol::Tcp => match connect(addr, proxy_v2_local).await {
@@ -69,7 +89,25 @@ pub async fn probe(
                 Err(failed) => failed,
             },
             HealthProtocol::Https | HealthProtocol::Tls => {
-                Outcome::Failed(TLS_NOT_SUPPORTED.to_owned())
+                let Some((cfg, name)) = tls else {
+                    return Outcome::Failed(TLS_NOT_SUPPORTED.to_owned());
+                };
+                let stream = match connect(addr, proxy_v2_local).await {
+                    Ok(s) => s,
+                    Err(failed) => return failed,
+                };
+                let tls_stream = match tokio_rustls::TlsConnector::from(cfg)
+                    .connect(name, stream)
+                    .await
+                {
+                    Ok(t) => t,
+                    Err(e) => return Outcome::Failed(format!("TLS handshake failed: {e}")),
+                };
+                if hc.protocol == HealthProtocol::Tls {
+                    Outcome::Pass
+                } else {
+                    http_check(tls_stream, hc, host_header).await
+                }
             }
         }
     };
@@ -398,13 +436,85 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn tls_checks_are_not_supported_yet() {
+    async fn tls_checks_need_a_tls_client() {
         for protocol in [HealthProtocol::Https, HealthProtocol::Tls] {
             let hc = check(protocol, &[(200, 200)]);
             assert_eq!(
                 probe(closed_port(), &hc, "t", false).await,
-                failed("https/tls health checks are not supported yet")
+                failed(TLS_NOT_SUPPORTED)
             );
+        }
+    }
+
+    /// A TLS server on loopback with a fresh self-signed certificate that answers
+    /// `response` to one request per connection.
+    async fn tls_server(response: &'static [u8]) -> SocketAddr {
+        crate::install_crypto_provider();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["target.test".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let chain = vec![cert.der().clone()];
+        let der = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap();
+        let cfg = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(chain, der)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(cfg));
+        let (l, addr) = listen().await;
+        tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    if let Ok(mut t) = acceptor.accept(s).await {
+                        let mut buf = [0u8; 1024];
+                        let _ = t.read(&mut buf).await;
+                        let _ = t.write_all(response).await;
+                        let _ = t.shutdown().await;
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    fn insecure_client() -> TlsClient {
+        let cfg = crate::tls::client::client_config(false, None).unwrap();
+        (
+            cfg,
+            rustls::pki_types::ServerName::try_from("target.test").unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn https_and_tls_checks_run_over_tls() {
+        let addr = tls_server(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").await;
+        let https = check(HealthProtocol::Https, &[(200, 200)]);
+        assert_eq!(
+            probe_with_tls(addr, &https, "t", false, Some(insecure_client())).await,
+            Outcome::Pass
+        );
+        let tls = check(HealthProtocol::Tls, &[(200, 200)]);
+        assert_eq!(
+            probe_with_tls(addr, &tls, "t", false, Some(insecure_client())).await,
+            Outcome::Pass
+        );
+        let bad = tls_server(b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n").await;
+        assert_eq!(
+            probe_with_tls(bad, &https, "t", false, Some(insecure_client())).await,
+            Outcome::Code(503)
+        );
+        // a plain-text server fails the handshake
+        let (plain, paddr) = listen().await;
+        tokio::spawn(async move {
+            if let Ok((mut s, _)) = plain.accept().await {
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await;
+            }
+        });
+        match probe_with_tls(paddr, &tls, "t", false, Some(insecure_client())).await {
+            Outcome::Failed(m) => assert!(m.starts_with("TLS handshake failed"), "{m}"),
+            other => panic!("{other:?}"),
         }
     }
 

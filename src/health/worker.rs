@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::task::JoinHandle;
 
-use super::probe::probe;
+use super::probe::probe_with_tls;
 use super::state::{Outcome, State};
 use crate::live::Live;
 use crate::server::Shared;
@@ -149,7 +149,26 @@ async fn check_once(shared: &Shared, group: &str, address: &str, state: &TargetS
     };
     let hc = &g.health_check;
     let host = hc.host.as_deref().unwrap_or(&t.address);
-    let outcome = probe(check_addr(t, hc), hc, host, g.proxy_protocol_v2).await;
+    let tls = if matches!(
+        hc.protocol,
+        crate::snapshot::HealthProtocol::Https | crate::snapshot::HealthProtocol::Tls
+    ) {
+        let ti = g
+            .targets
+            .iter()
+            .position(|x| x.address == address)
+            .unwrap_or(0);
+        match live.target_tls(crate::snapshot::GroupId(gi as u32), ti) {
+            Some((cfg, name)) => Some((cfg.clone(), name)),
+            // An http/tcp group checked over TLS: accept any certificate, as ALB does.
+            None => crate::tls::client::client_config(false, None)
+                .ok()
+                .map(|cfg| (cfg, crate::tls::client::server_name(&t.address, t.addr))),
+        }
+    } else {
+        None
+    };
+    let outcome = probe_with_tls(check_addr(t, hc), hc, host, g.proxy_protocol_v2, tls).await;
     apply(state, g, t, &outcome, shared);
     true
 }

@@ -9,10 +9,9 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use super::chunked::ChunkedDecoder;
 use super::head::{self, BodyFraming, ForwardInfo, Limits, RequestHead, ResponseHead, Version};
@@ -20,6 +19,7 @@ use super::{desync, pool};
 use crate::balancer::cookie;
 use crate::listener::ConnGuard;
 use crate::live::Live;
+use crate::record::Record;
 use crate::router::{self, RequestView};
 use crate::server::Shared;
 use crate::snapshot::{Action, Listener, ListenerProtocol, Stickiness};
@@ -54,6 +54,10 @@ struct Bufs {
     out: Vec<u8>,
     req: RequestHead,
     resp: ResponseHead,
+    /// The access-log record of the current request (only while a log is on).
+    rec: Option<Record>,
+    /// When the current request's first byte arrived.
+    t0: Instant,
 }
 
 pub async fn serve<C: Stream>(
@@ -63,6 +67,7 @@ pub async fn serve<C: Stream>(
     listener: Arc<str>,
     guard: ConnGuard,
     shared: Arc<Shared>,
+    tls: Option<crate::tls::server::TlsInfo>,
 ) {
     let client_ip = crate::net::canonical_ip(peer.ip());
     let born = Instant::now();
@@ -73,6 +78,8 @@ pub async fn serve<C: Stream>(
         out: Vec::new(),
         req: RequestHead::default(),
         resp: ResponseHead::default(),
+        rec: None,
+        t0: Instant::now(),
     };
     let metrics = &guard.listener().metrics;
     loop {
@@ -102,6 +109,22 @@ pub async fn serve<C: Stream>(
             return;
         };
         let cfg = &live.snapshot.listeners[li];
+        b.t0 = Instant::now();
+        b.rec = live.access_log.as_ref().map(|_| {
+            let kind = if cfg.protocol == ListenerProtocol::Https {
+                "https"
+            } else {
+                "http"
+            };
+            let mut r = Record::new(kind, listener.clone(), peer, SystemTime::now());
+            if let Some(t) = &tls {
+                r.ssl_cipher = Some(t.cipher);
+                r.ssl_protocol = Some(t.protocol);
+                r.domain_name = t.sni.clone().filter(|_| t.sni_matched);
+                r.chosen_cert = t.cert_name.clone();
+            }
+            r
+        });
         let limits = Limits {
             // Both Transfer-Encoding and Content-Length: strictest refuses; the
             // other modes forward it chunked without the Content-Length and close
@@ -124,6 +147,7 @@ pub async fn serve<C: Stream>(
                 Err(_) => {
                     metrics.lb_response(408);
                     let _ = send_error(&mut client, &mut b.out, 408, true).await;
+                    finish_record(&live, &mut b, Some(408), Some("RequestHeaderTimeout"));
                     return;
                 }
             }
@@ -132,14 +156,22 @@ pub async fn serve<C: Stream>(
             let status = e.status();
             if let Some(v) = desync::classify_error(e) {
                 metrics.desync(v.class.as_str());
+                if let Some(r) = b.rec.as_mut() {
+                    r.classification = Some(class_word(v.class));
+                    r.classification_reason = Some(v.reason);
+                }
             }
             metrics.lb_response(status);
             tracing::debug!(listener = %listener, client = %peer, reason = e.reason(), "request refused with {status}");
             let _ = send_error(&mut client, &mut b.out, status, true).await;
+            finish_record(&live, &mut b, Some(status), Some(e.reason()));
             return;
         }
         metrics.bytes_in.increment(b.req.head_len as u64);
         let verdict = desync::classify(&b.client, &b.req);
+        if b.rec.is_some() {
+            start_record(&mut b, cfg, local_port, verdict);
+        }
         let mut close_both = b.req.te_with_cl;
         if verdict.class != desync::Class::Compliant {
             metrics.desync(verdict.class.as_str());
@@ -150,6 +182,7 @@ pub async fn serve<C: Stream>(
                     tracing::debug!(listener = %listener, client = %peer, reason = verdict.reason, "request blocked by desync mitigation");
                     metrics.lb_response(400);
                     let _ = send_error(&mut client, &mut b.out, 400, true).await;
+                    finish_record(&live, &mut b, Some(400), Some("DesyncMitigation"));
                     return;
                 }
             }
@@ -169,21 +202,98 @@ pub async fn serve<C: Stream>(
         )
         .await;
         match outcome {
-            Ok(true) => continue,
-            Ok(false) => return,
-            Err(Fail::Client) => return,
+            Ok(keep) => {
+                finish_record(&live, &mut b, None, None);
+                if !keep {
+                    return;
+                }
+            }
+            Err(Fail::Client) => {
+                finish_record(&live, &mut b, None, Some("ClientClosed"));
+                return;
+            }
             Err(Fail::ClientGone) => {
                 // The client left before its response was delivered (ALB's 460).
                 metrics.lb_response(460);
+                finish_record(&live, &mut b, Some(460), Some("ClientClosedBeforeResponse"));
                 return;
             }
             Err(Fail::Status(code)) => {
                 metrics.lb_response(code);
                 let _ = send_error(&mut client, &mut b.out, code, true).await;
+                let reason = match code {
+                    502 => "TargetConnectionError",
+                    503 => "NoHealthyTargets",
+                    504 => "TargetTimeout",
+                    _ => "BadRequest",
+                };
+                finish_record(&live, &mut b, Some(code), Some(reason));
                 return;
             }
         }
     }
+}
+
+fn class_word(c: desync::Class) -> &'static str {
+    match c {
+        desync::Class::Compliant => "Compliant",
+        desync::Class::Acceptable => "Acceptable",
+        desync::Class::Ambiguous => "Ambiguous",
+        desync::Class::Severe => "Severe",
+    }
+}
+
+/// Fills what the request head tells (request line, user agent, desync class).
+fn start_record(b: &mut Bufs, cfg: &Listener, local_port: u16, verdict: desync::Verdict) {
+    let buf = &b.client;
+    let Some(r) = b.rec.as_mut() else { return };
+    let scheme = if cfg.protocol == ListenerProtocol::Https {
+        "https"
+    } else {
+        "http"
+    };
+    let host = b.req.host(buf).map_or("-".into(), String::from_utf8_lossy);
+    let host = host.split(':').next().unwrap_or("-");
+    let version = if b.req.version == Version::Http10 {
+        "HTTP/1.0"
+    } else {
+        "HTTP/1.1"
+    };
+    r.request = format!(
+        "{} {scheme}://{host}:{local_port}{} {version}",
+        String::from_utf8_lossy(b.req.method(buf)),
+        String::from_utf8_lossy(b.req.target(buf)),
+    );
+    r.user_agent = b
+        .req
+        .header(buf, "user-agent")
+        .map(|v| String::from_utf8_lossy(v).into_owned());
+    r.received_bytes = b.req.head_len as u64;
+    if verdict.class != desync::Class::Compliant {
+        r.classification = Some(class_word(verdict.class));
+        r.classification_reason = Some(verdict.reason);
+    }
+}
+
+/// Completes the request's record and hands it to the access log.
+fn finish_record(live: &Live, b: &mut Bufs, elb_status: Option<u16>, error: Option<&'static str>) {
+    let (Some(mut r), Some(log)) = (b.rec.take(), live.access_log.as_ref()) else {
+        return;
+    };
+    r.time = SystemTime::now();
+    if elb_status.is_some() {
+        r.elb_status = elb_status;
+    }
+    if r.error_reason.is_none() {
+        r.error_reason = error;
+    }
+    if r.response_processing.is_none() && r.target_processing.is_some() {
+        let total = b.t0.elapsed();
+        let used =
+            r.request_processing.unwrap_or_default() + r.target_processing.unwrap_or_default();
+        r.response_processing = Some(total.saturating_sub(used));
+    }
+    log.submit(r);
 }
 
 async fn read_more<R: AsyncRead + Unpin>(s: &mut R, buf: &mut Vec<u8>) -> std::io::Result<usize> {
@@ -247,7 +357,7 @@ async fn exchange<C: Stream>(
 ) -> Result<bool, Fail> {
     let li = live.listener_index(listener).unwrap_or(0);
     let lstate = &live.listeners[li];
-    let (action, location) = {
+    let (action, location, priority) = {
         let buf = &b.client;
         let target = std::str::from_utf8(b.req.target(buf)).unwrap_or("/");
         let (path, query) = target.split_once('?').unwrap_or((target, ""));
@@ -273,7 +383,7 @@ async fn exchange<C: Stream>(
             headers: &headers,
             source: client_ip,
         };
-        let (action, _priority) = router::route(cfg, &view);
+        let (action, priority) = router::route_with(cfg, &cfg.table, &view);
         let location = match action {
             Action::Redirect(r) => {
                 let proto = if cfg.protocol == ListenerProtocol::Https {
@@ -285,10 +395,13 @@ async fn exchange<C: Stream>(
             }
             _ => String::new(),
         };
-        (action, location)
+        (action, location, priority)
     };
     match action {
         Action::Forward(f) => {
+            if let Some(r) = b.rec.as_mut() {
+                r.matched_rule_priority = Some(priority);
+            }
             // Group stickiness: a valid FULCRUMLBTG cookie naming a group of this
             // forward (with a weight above 0) keeps the client on it.
             let now = unix_now();
@@ -330,6 +443,11 @@ async fn exchange<C: Stream>(
         }
         Action::FixedResponse(fr) => {
             lstate.state.metrics.fixed_response();
+            if let Some(r) = b.rec.as_mut() {
+                r.matched_rule_priority = Some(priority);
+                r.actions_executed = "fixed-response";
+                r.elb_status = Some(fr.status);
+            }
             let body_done = discard_body(client, b).await?;
             let close = !(keep && body_done);
             b.out.clear();
@@ -353,6 +471,13 @@ async fn exchange<C: Stream>(
         }
         Action::Redirect(r) => {
             lstate.state.metrics.redirect();
+            let redirect_status = r.status;
+            if let Some(r) = b.rec.as_mut() {
+                r.matched_rule_priority = Some(priority);
+                r.actions_executed = "redirect";
+                r.redirect_url = Some(location.clone());
+                r.elb_status = Some(redirect_status);
+            }
             let body_done = discard_body(client, b).await?;
             let close = !(keep && body_done);
             b.out.clear();
@@ -523,6 +648,10 @@ async fn proxy<C: Stream>(
         .header(&b.client, "x-amzn-trace-id")
         .and_then(|v| std::str::from_utf8(v).ok());
     let trace_id = super::trace::value(trace_in, unix_now());
+    if let Some(r) = b.rec.as_mut() {
+        r.trace_id = Some(trace_id.clone());
+        r.actions_executed = "forward";
+    }
     let extra_all: [(&str, &str); 2] = [("X-Amzn-Trace-Id", &trace_id), ("Connection", "close")];
     let extra: &[(&str, &str)] = if close_upstream {
         &extra_all[..]
@@ -574,26 +703,20 @@ async fn proxy<C: Stream>(
         if let Some(s) = pool::checkout(addr) {
             break (ti, s, true);
         }
-        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
-            Ok(Ok(s)) => {
-                let _ = s.set_nodelay(true);
-                break (ti, s, false);
-            }
-            Ok(Err(_)) | Err(_) if !retried && group.targets.len() > 1 => {
+        let tls = live.target_tls(gid, ti);
+        match pool::connect(addr, tls, None, CONNECT_TIMEOUT).await {
+            Ok(s) => break (ti, s, false),
+            Err(_) if !retried && group.targets.len() > 1 => {
                 gm.connection_error();
                 gm.retry();
                 retried = true;
                 skip = Some(ti);
             }
-            Ok(Err(_)) => {
+            Err(e) => {
                 gm.connection_error();
                 b.out = head_bytes;
-                return Err(Fail::Status(502));
-            }
-            Err(_) => {
-                gm.connection_error();
-                b.out = head_bytes;
-                return Err(Fail::Status(504));
+                let timed_out = e.kind() == std::io::ErrorKind::TimedOut;
+                return Err(Fail::Status(if timed_out { 504 } else { 502 }));
             }
         }
     };
@@ -606,6 +729,11 @@ async fn proxy<C: Stream>(
         let _in_flight = InFlight::new(&group.targets[ti]);
         lstate.requests(gid, &gcfg.name).increment(1);
         let sent_at = Instant::now();
+        if let Some(r) = b.rec.as_mut() {
+            r.target = Some(tcfg.addr);
+            r.target_group = Some(Arc::from(gcfg.name.as_str()));
+            r.request_processing = Some(b.t0.elapsed());
+        }
 
         // Send the head; the keep-alive race (a pooled connection the target closed)
         // is retried once on a fresh connection for a bodiless idempotent request.
@@ -655,9 +783,8 @@ async fn proxy<C: Stream>(
             // Retry on a fresh connection to the same target.
             attempt_fresh = true;
             pooled = false;
-            match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(tcfg.addr)).await {
-                Ok(Ok(s)) => {
-                    let _ = s.set_nodelay(true);
+            match pool::connect(tcfg.addr, live.target_tls(gid, ti), None, CONNECT_TIMEOUT).await {
+                Ok(s) => {
                     up = s;
                 }
                 _ => {
@@ -671,6 +798,11 @@ async fn proxy<C: Stream>(
         gm.response_seconds.record(sent_at.elapsed().as_secs_f64());
         let status = b.resp.status;
         gm.response(status);
+        if let Some(r) = b.rec.as_mut() {
+            r.target_status = Some(status);
+            r.elb_status = Some(status);
+            r.target_processing = Some(sent_at.elapsed());
+        }
 
         // A 101 opens a byte tunnel only for a WebSocket upgrade the client asked for.
         if status == 101 {
@@ -770,6 +902,9 @@ async fn proxy<C: Stream>(
         )
         .await?;
         lstate.state.metrics.bytes_out.increment(sent);
+        if let Some(r) = b.rec.as_mut() {
+            r.sent_bytes = sent;
+        }
         if upstream_clean && b.resp.keep_alive && b.upstream.is_empty() && !close_upstream {
             pool::checkin(tcfg.addr, up, gcfg.keep_alive_timeout);
         }
@@ -789,7 +924,7 @@ async fn proxy<C: Stream>(
 /// Streams the request body from the client to the target.
 async fn stream_request_body<C: Stream>(
     client: &mut C,
-    up: &mut TcpStream,
+    up: &mut pool::Conn,
     b: &mut Bufs,
     framing: BodyFraming,
     idle: Duration,
@@ -843,7 +978,7 @@ async fn stream_request_body<C: Stream>(
 /// stays on this target.
 async fn tunnel<C: Stream>(
     client: &mut C,
-    up: &mut TcpStream,
+    up: &mut pool::Conn,
     b: &mut Bufs,
     target: &Arc<crate::targets::TargetState>,
 ) {
@@ -880,7 +1015,7 @@ enum RespFail {
 /// 100 Continue answers (the balancer answered the client's Expect itself).
 async fn read_response_head<C: Stream>(
     client: &mut C,
-    up: &mut TcpStream,
+    up: &mut pool::Conn,
     b: &mut Bufs,
     method_head: bool,
     idle: Duration,
@@ -929,7 +1064,7 @@ async fn read_response_head<C: Stream>(
 /// (the target connection can be reused).
 async fn stream_response_body<C: Stream>(
     client: &mut C,
-    up: &mut TcpStream,
+    up: &mut pool::Conn,
     b: &mut Bufs,
     framing: BodyFraming,
     dechunk: bool,

@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 const MAX_IDLE_PER_TARGET: usize = 256;
 
 struct Idle {
-    stream: TcpStream,
+    stream: Conn,
     /// When the group's keep_alive_timeout runs out for this connection.
     expires: Instant,
 }
@@ -23,7 +23,7 @@ thread_local! {
 }
 
 /// The most recently used idle connection to `addr` that has not expired.
-pub fn checkout(addr: SocketAddr) -> Option<TcpStream> {
+pub fn checkout(addr: SocketAddr) -> Option<Conn> {
     POOL.with(|p| {
         let mut p = p.borrow_mut();
         let list = p.get_mut(&addr)?;
@@ -35,7 +35,7 @@ pub fn checkout(addr: SocketAddr) -> Option<TcpStream> {
 
 /// Returns a connection whose last exchange ended cleanly; it stays pooled for
 /// at most `max_idle` (the group's keep_alive_timeout).
-pub fn checkin(addr: SocketAddr, stream: TcpStream, max_idle: Duration) {
+pub fn checkin(addr: SocketAddr, stream: Conn, max_idle: Duration) {
     POOL.with(|p| {
         let mut p = p.borrow_mut();
         let list = p.entry(addr).or_default();
@@ -79,4 +79,99 @@ pub async fn sweeper(every: Duration) {
 /// Idle connections held by this thread (tests, metrics).
 pub fn idle_count() -> usize {
     POOL.with(|p| p.borrow().values().map(Vec::len).sum())
+}
+
+/// A connection to a target: plain TCP, or TLS for https/tls target groups.
+pub enum Conn {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl Conn {
+    /// The TCP socket underneath.
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Conn::Plain(s) => s,
+            Conn::Tls(t) => t.get_ref().0,
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for Conn {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            Conn::Tls(t) => std::pin::Pin::new(t.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for Conn {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+            Conn::Tls(t) => std::pin::Pin::new(t.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => std::pin::Pin::new(s).poll_flush(cx),
+            Conn::Tls(t) => std::pin::Pin::new(t.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+            Conn::Tls(t) => std::pin::Pin::new(t.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Connects to a target (TCP, then `preface` such as a PROXY v2 header, then TLS
+/// when `tls` is given), all within `timeout`.
+pub async fn connect(
+    addr: SocketAddr,
+    tls: Option<(
+        &std::sync::Arc<rustls::ClientConfig>,
+        rustls::pki_types::ServerName<'static>,
+    )>,
+    preface: Option<&[u8]>,
+    timeout: Duration,
+) -> std::io::Result<Conn> {
+    let fut = async {
+        let mut s = TcpStream::connect(addr).await?;
+        let _ = s.set_nodelay(true);
+        if let Some(p) = preface {
+            tokio::io::AsyncWriteExt::write_all(&mut s, p).await?;
+        }
+        match tls {
+            None => Ok(Conn::Plain(s)),
+            Some((cfg, name)) => {
+                let t = tokio_rustls::TlsConnector::from(cfg.clone())
+                    .connect(name, s)
+                    .await?;
+                Ok(Conn::Tls(Box::new(t)))
+            }
+        }
+    };
+    match tokio::time::timeout(timeout, fut).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+    }
 }

@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::listener::ConnGuard;
@@ -26,12 +25,17 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A connected target of the listener's group, with the PROXY header sent.
 struct Upstream {
-    stream: TcpStream,
+    stream: crate::http::pool::Conn,
     state: Arc<TargetState>,
     idle: Duration,
 }
 
-async fn connect(live: &Live, listener: &str, peer: SocketAddr, local: SocketAddr) -> Option<Upstream> {
+async fn connect(
+    live: &Live,
+    listener: &str,
+    peer: SocketAddr,
+    local: SocketAddr,
+) -> Option<Upstream> {
     let li = live.listener_index(listener)?;
     let lcfg = &live.snapshot.listeners[li];
     let Action::Forward(f) = &lcfg.default_action else {
@@ -43,19 +47,20 @@ async fn connect(live: &Live, listener: &str, peer: SocketAddr, local: SocketAdd
     let client_ip = crate::net::canonical_ip(peer.ip());
     let mut skip = None;
     for _attempt in 0..2 {
-        let Ok(i) = crate::balancer::pick(group, cfg, &live.snapshot.node.zone, client_ip, skip) else {
+        let Ok(i) = crate::balancer::pick(group, cfg, &live.snapshot.node.zone, client_ip, skip)
+        else {
             return None;
         };
-        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(cfg.targets[i].addr)).await {
-            Ok(Ok(mut s)) => {
-                let _ = s.set_nodelay(true);
-                if cfg.proxy_protocol_v2 {
-                    let header = proxy_v2::header(peer, local);
-                    if s.write_all(&header).await.is_err() {
-                        group.state.metrics.connection_error();
-                        return None;
-                    }
-                }
+        let header = cfg.proxy_protocol_v2.then(|| proxy_v2::header(peer, local));
+        match crate::http::pool::connect(
+            cfg.targets[i].addr,
+            live.target_tls(gid, i),
+            header.as_deref(),
+            CONNECT_TIMEOUT,
+        )
+        .await
+        {
+            Ok(s) => {
                 return Some(Upstream {
                     stream: s,
                     state: group.targets[i].clone(),
@@ -75,7 +80,13 @@ async fn connect(live: &Live, listener: &str, peer: SocketAddr, local: SocketAdd
 }
 
 /// A plain tcp listener's connection: zero-copy with splice(2).
-pub async fn serve_tcp(client: TcpStream, peer: SocketAddr, listener: Arc<str>, guard: ConnGuard, shared: Arc<Shared>) {
+pub async fn serve_tcp(
+    client: TcpStream,
+    peer: SocketAddr,
+    listener: Arc<str>,
+    guard: ConnGuard,
+    shared: Arc<Shared>,
+) {
     let local = client.local_addr().unwrap_or(peer);
     let live = shared.live.load_full();
     let Some(up) = connect(&live, &listener, peer, local).await else {
@@ -85,8 +96,18 @@ pub async fn serve_tcp(client: TcpStream, peer: SocketAddr, listener: Arc<str>, 
     let t = up.state.clone();
     t.active_connections.fetch_add(1, Ordering::Relaxed);
     let metrics = &guard.listener().metrics;
+    let mut client = client;
+    let mut stream = up.stream;
+    let moved = async {
+        match &mut stream {
+            // Plain to plain: zero copy.
+            crate::http::pool::Conn::Plain(target) => splice::proxy(&client, target, up.idle).await,
+            // Re-encrypted to a tls group: through user space.
+            tls => copy_with_idle(&mut client, tls, up.idle).await,
+        }
+    };
     tokio::select! {
-        r = splice::proxy(&client, &up.stream, up.idle) => {
+        r = moved => {
             if let Ok((a, b)) = r {
                 metrics.bytes_in.increment(a);
                 metrics.bytes_out.increment(b);
@@ -115,7 +136,7 @@ pub async fn serve<C: crate::http::conn::Stream>(
     t.active_connections.fetch_add(1, Ordering::Relaxed);
     let metrics = &guard.listener().metrics;
     tokio::select! {
-        r = tokio::io::copy_bidirectional(&mut client, &mut up.stream) => {
+        r = copy_with_idle(&mut client, &mut up.stream, up.idle) => {
             if let Ok((a, b)) = r {
                 metrics.bytes_in.increment(a);
                 metrics.bytes_out.increment(b);
@@ -124,4 +145,87 @@ pub async fn serve<C: crate::http::conn::Stream>(
         _ = t.killed() => {}
     }
     t.active_connections.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Copies both ways in user space until both sides closed, or `idle` passes
+/// with no byte either way.
+async fn copy_with_idle<A, B>(a: &mut A, b: &mut B, idle: Duration) -> std::io::Result<(u64, u64)>
+where
+    A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let progress = std::sync::atomic::AtomicU64::new(0);
+    let mut a = Watched {
+        inner: a,
+        progress: &progress,
+    };
+    let copy = tokio::io::copy_bidirectional(&mut a, b);
+    tokio::pin!(copy);
+    let mut seen = 0;
+    loop {
+        tokio::select! {
+            r = &mut copy => return r,
+            _ = tokio::time::sleep(idle) => {
+                let now = progress.load(Ordering::Relaxed);
+                if now == seen {
+                    return Err(std::io::ErrorKind::TimedOut.into());
+                }
+                seen = now;
+            }
+        }
+    }
+}
+
+/// Counts I/O calls that moved bytes on the client side (both directions pass
+/// through it), for the idle timeout.
+struct Watched<'a, S> {
+    inner: &'a mut S,
+    progress: &'a std::sync::atomic::AtomicU64,
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Watched<'_, S> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let me = self.get_mut();
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut *me.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            me.progress.fetch_add(1, Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<'_, S> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let me = self.get_mut();
+        let r = std::pin::Pin::new(&mut *me.inner).poll_write(cx, buf);
+        if let std::task::Poll::Ready(Ok(n)) = &r {
+            if *n > 0 {
+                me.progress.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        r
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut *self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut *self.get_mut().inner).poll_shutdown(cx)
+    }
 }

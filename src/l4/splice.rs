@@ -34,7 +34,8 @@ fn to_io(e: rustix::io::Errno) -> io::Error {
 /// Moves bytes from `src` to `dst` until `src` sends FIN (then shuts down
 /// `dst`'s write side). Returns the bytes moved.
 async fn one_way(src: &TcpStream, dst: &TcpStream, activity: &Activity) -> io::Result<u64> {
-    let (pr, pw): (OwnedFd, OwnedFd) = pipe_with(PipeFlags::NONBLOCK | PipeFlags::CLOEXEC).map_err(to_io)?;
+    let (pr, pw): (OwnedFd, OwnedFd) =
+        pipe_with(PipeFlags::NONBLOCK | PipeFlags::CLOEXEC).map_err(to_io)?;
     // Larger pipes mean fewer syscalls; an unprivileged user past
     // fs.pipe-user-pages-soft keeps the default size, which is fine.
     let _ = rustix::pipe::fcntl_setpipe_size(&pw, CHUNK);
@@ -42,7 +43,9 @@ async fn one_way(src: &TcpStream, dst: &TcpStream, activity: &Activity) -> io::R
     loop {
         // socket -> pipe
         src.readable().await?;
-        let n = match src.try_io(Interest::READABLE, || splice(src, None, &pw, None, CHUNK, flags()).map_err(to_io)) {
+        let n = match src.try_io(Interest::READABLE, || {
+            splice(src, None, &pw, None, CHUNK, flags()).map_err(to_io)
+        }) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => return Err(e),
@@ -56,7 +59,9 @@ async fn one_way(src: &TcpStream, dst: &TcpStream, activity: &Activity) -> io::R
         let mut left = n;
         while left > 0 {
             dst.writable().await?;
-            match dst.try_io(Interest::WRITABLE, || splice(&pr, None, dst, None, left, flags()).map_err(to_io)) {
+            match dst.try_io(Interest::WRITABLE, || {
+                splice(&pr, None, dst, None, left, flags()).map_err(to_io)
+            }) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(m) => {
                     left -= m;
@@ -78,13 +83,15 @@ struct Activity {
 
 impl Activity {
     fn touch(&self) {
-        self.last_ms.store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.last_ms
+            .store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 
     /// Resolves once `idle` passed without a byte either way.
     async fn idle(&self, idle: Duration) {
         loop {
-            let deadline = self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed)) + idle;
+            let deadline =
+                self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed)) + idle;
             if tokio::time::Instant::now() >= deadline {
                 return;
             }
@@ -95,7 +102,11 @@ impl Activity {
 
 /// Proxies both directions until both have ended, an error, or `idle` passes
 /// with no byte either way. Returns (client->target, target->client) bytes.
-pub async fn proxy(client: &TcpStream, target: &TcpStream, idle: Duration) -> io::Result<(u64, u64)> {
+pub async fn proxy(
+    client: &TcpStream,
+    target: &TcpStream,
+    idle: Duration,
+) -> io::Result<(u64, u64)> {
     let activity = Activity {
         start: tokio::time::Instant::now(),
         last_ms: AtomicU64::new(0),
@@ -136,7 +147,8 @@ mod tests {
         // client <-> [c_side | t_side] <-> target
         let (mut client, c_side) = pair().await;
         let (t_side, mut target) = pair().await;
-        let proxy = tokio::spawn(async move { proxy(&c_side, &t_side, Duration::from_secs(10)).await });
+        let proxy =
+            tokio::spawn(async move { proxy(&c_side, &t_side, Duration::from_secs(10)).await });
         let payload: Vec<u8> = (0..8 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
         let send = payload.clone();
         let writer = tokio::spawn(async move {
@@ -166,6 +178,9 @@ mod tests {
         let r = proxy(&c_side, &t_side, Duration::from_millis(200)).await;
         assert_eq!(r.unwrap_err().kind(), io::ErrorKind::TimedOut);
         let took = started.elapsed();
-        assert!(took >= Duration::from_millis(190) && took < Duration::from_secs(3), "{took:?}");
+        assert!(
+            took >= Duration::from_millis(190) && took < Duration::from_secs(3),
+            "{took:?}"
+        );
     }
 }

@@ -18,6 +18,9 @@ use crate::snapshot::ListenerProtocol;
 use crate::targets::ListenerState;
 use crate::worker::Workers;
 
+/// A TLS handshake must complete within this time.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Listen backlog per socket.
 const BACKLOG: i32 = 4096;
 
@@ -192,15 +195,54 @@ fn admit(
                 name,
                 guard,
                 shared.clone(),
+                None,
             ));
         }
         ListenerProtocol::Tcp => {
-            tokio::spawn(crate::l4::serve_tcp(stream, peer, name, guard, shared.clone()));
+            tokio::spawn(crate::l4::serve_tcp(
+                stream,
+                peer,
+                name,
+                guard,
+                shared.clone(),
+            ));
         }
         ListenerProtocol::Https | ListenerProtocol::Tls => {
-            // TLS termination arrives with the L4/TLS issue; until then such a
-            // listener accepts nothing it could serve.
-            tracing::debug!(listener = %name, "TLS listeners are not served yet; closing");
+            let Some(Some(server_cfg)) = live.tls_servers.get(idx).cloned() else {
+                return; // the listener's certificates could not be used (logged at load)
+            };
+            let protocol = cfg.protocol;
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                let local = stream.local_addr().unwrap_or(peer);
+                let acceptor = tokio_rustls::TlsAcceptor::from(server_cfg);
+                let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream))
+                    .await
+                {
+                    Ok(Ok(t)) => t,
+                    Ok(Err(e)) => {
+                        tracing::debug!(listener = %name, client = %peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => return,
+                };
+                let info = {
+                    let live = shared.live.load();
+                    live.listener_index(&name).map(|i| {
+                        crate::tls::server::tls_info(
+                            tls.get_ref().1,
+                            &live.snapshot.listeners[i],
+                            &live.snapshot.certificates,
+                        )
+                    })
+                };
+                if protocol == ListenerProtocol::Https {
+                    crate::http::conn::serve(tls, peer, local.port(), name, guard, shared, info)
+                        .await;
+                } else {
+                    crate::l4::serve(tls, peer, local, name, guard, shared).await;
+                }
+            });
         }
     }
 }

@@ -136,6 +136,8 @@ pub struct Registry {
     listeners: HashMap<String, Arc<ListenerState>>,
     /// The per-process cookie key used while no `node.secret_file` is set.
     random_key: Option<Arc<crate::balancer::cookie::CookieKey>>,
+    /// The running access log (restarted when its settings change).
+    access_log: Option<crate::access_log::AccessLog>,
 }
 
 impl Registry {
@@ -191,6 +193,36 @@ impl Registry {
         self.random_key
             .get_or_insert_with(|| Arc::new(CookieKey::random()))
             .clone()
+    }
+
+    /// The access log for these settings: the running one when they did not
+    /// change, else a new one (the old one is flushed and closed).
+    pub fn access_log(
+        &mut self,
+        settings: &crate::snapshot::AccessLogSettings,
+    ) -> Option<crate::access_log::AccessLog> {
+        if let Some(log) = &self.access_log {
+            if log.settings() == settings {
+                return Some(log.clone());
+            }
+        }
+        if let Some(old) = self.access_log.take() {
+            old.close();
+        }
+        match crate::access_log::AccessLog::start(settings) {
+            Ok(log) => self.access_log = log,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot open the access log; requests are not logged")
+            }
+        }
+        self.access_log.clone()
+    }
+
+    /// Reopens the access log file (SIGHUP, after logrotate).
+    pub fn reopen_access_log(&self) {
+        if let Some(log) = &self.access_log {
+            log.reopen();
+        }
     }
 
     /// Forgets entries no longer referenced by the published view (called after a

@@ -7,6 +7,7 @@
 
 mod backend;
 mod client;
+mod groups;
 mod raw;
 
 // Each test file uses part of these.
@@ -14,6 +15,8 @@ mod raw;
 pub use backend::*;
 #[allow(unused_imports)]
 pub use client::*;
+#[allow(unused_imports)]
+pub use groups::*;
 #[allow(unused_imports)]
 pub use raw::*;
 
@@ -151,6 +154,17 @@ impl Fulcrum {
         Fulcrum::spawn(dir, config, admin, &args, None).await
     }
 
+    /// Like [`Fulcrum::start`], with extra environment variables for the process
+    /// (for example `FULCRUM_NODE_ZONE`).
+    pub async fn start_env(yaml: &str, env: &[(&str, &str)]) -> Fulcrum {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("fulcrum.yaml");
+        std::fs::write(&config, yaml).unwrap();
+        let admin = admin_bind(yaml);
+        let args = ["run".to_string(), "-c".into(), config.display().to_string()];
+        Fulcrum::spawn_env(dir, config, admin, &args, None, env).await
+    }
+
     /// Spawns the binary with `args` and waits for `/readyz` on `admin`.
     pub async fn spawn(
         dir: tempfile::TempDir,
@@ -158,6 +172,18 @@ impl Fulcrum {
         admin: SocketAddr,
         args: &[String],
         cwd: Option<&Path>,
+    ) -> Fulcrum {
+        Fulcrum::spawn_env(dir, config, admin, args, cwd, &[]).await
+    }
+
+    /// [`Fulcrum::spawn`] with extra environment variables.
+    pub async fn spawn_env(
+        dir: tempfile::TempDir,
+        config: PathBuf,
+        admin: SocketAddr,
+        args: &[String],
+        cwd: Option<&Path>,
+        env: &[(&str, &str)],
     ) -> Fulcrum {
         let out = std::fs::File::create(dir.path().join("stdout.log")).unwrap();
         let err = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
@@ -172,6 +198,9 @@ impl Fulcrum {
             .stderr(err);
         if let Some(cwd) = cwd {
             cmd.current_dir(cwd);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
         }
         let child = cmd
             .spawn()

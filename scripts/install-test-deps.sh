@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs beyond the Rust toolchain. Idempotent.
+#  - aiosmtpd for /usr/bin/python3 (Debian's python3-aiosmtpd): the real SMTP
+#    relay the alert tests (tests/alerts.rs, tests/smtp/relay.py) talk to.
+set -euo pipefail
+
+if /usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null; then
+    echo "install-test-deps: aiosmtpd is installed for /usr/bin/python3"
+    exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+    echo "install-test-deps: aiosmtpd is missing for /usr/bin/python3; the alert tests need it." >&2
+    echo "install-test-deps: run as root: sudo $0   (it runs: apt-get install -y python3-aiosmtpd)" >&2
+    exit 1
+fi
+echo "install-test-deps: installing python3-aiosmtpd"
+export DEBIAN_FRONTEND=noninteractive
+apt-get install -y python3-aiosmtpd || { apt-get update && apt-get install -y python3-aiosmtpd; }
+/usr/bin/python3 -c 'import aiosmtpd' && echo "install-test-deps: aiosmtpd is installed"

@@ -1,0 +1,245 @@
+//! Draining (SPEC §4, §5): a target removed by a reload gets no new work, its
+//! in-flight requests finish within `deregistration_delay` (502 after it), tcp
+//! connections are closed when it ends, idle pooled connections close at once, and
+//! a target re-added while draining returns to service.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const NODE: &str = "name: lb-test, zone: zone-a";
+const SLOW_HC: &str = "path: /hc, interval: 30s, timeout: 2s";
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// Listener `web` (http, or tcp with `tcp`) on group `web` with the given delay.
+fn drain_config(
+    admin: u16,
+    web: u16,
+    tcp: bool,
+    delay: &str,
+    hc: &str,
+    t: &[SocketAddr],
+) -> String {
+    let proto = if tcp { "tcp" } else { "http" };
+    let hc = if tcp {
+        "interval: 30s, timeout: 2s"
+    } else {
+        hc
+    };
+    let delay = format!("deregistration_delay: {delay}");
+    let t: Vec<String> = t.iter().map(|a| tgt(*a)).collect();
+    let g = group("web", proto, &[&delay], hc, &t);
+    lb_config(NODE, admin, &[("web", proto, web, "web")], &[g])
+}
+
+/// Starts `GET path` in the background and waits until one of `bs` received it;
+/// returns the pending request, its start, and the index of that backend.
+async fn start_on_some(
+    web: u16,
+    path: &'static str,
+    bs: &[&Backend],
+) -> (tokio::task::JoinHandle<Response>, Instant, usize) {
+    let started = Instant::now();
+    let req = tokio::spawn(get(local(web), path));
+    let i = eventually(ms(2000), "the request reached a backend", || async {
+        bs.iter().position(|b| b.requests() == 1)
+    })
+    .await;
+    (req, started, i)
+}
+
+/// `deregistration_delay: 5s`: a `/slow?ms=2000` request in flight on the removed
+/// target completes 200 while new requests go to the other target; the status shows
+/// the removed target `draining` (`Target.DeregistrationInProgress`, in_flight 1)
+/// while the request runs, and it leaves the status after the delay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn in_flight_request_finishes_while_new_ones_move() {
+    bounded(60, async {
+        let a = Backend::start("dr-a").await;
+        let b = Backend::start("dr-b").await;
+        let (admin, web) = (free_port(), free_port());
+        let both = [a.addr, b.addr];
+        let f = Fulcrum::start(&drain_config(admin, web, false, "5s", SLOW_HC, &both)).await;
+        let (req, started, i) = start_on_some(web, "/slow?ms=2000", &[&a, &b]).await;
+        let (gone, stays) = if i == 0 { (&a, &b) } else { (&b, &a) };
+
+        f.reload_yaml(&drain_config(
+            admin,
+            web,
+            false,
+            "5s",
+            SLOW_HC,
+            &[stays.addr],
+        ))
+        .await;
+        let reloaded = Instant::now();
+        let got = tally(local(web), "/", 6).await;
+        assert_eq!(count(&got, &stays.name), 6, "new requests: {got:?}");
+        let mut looked = 0;
+        while started.elapsed() < ms(1700) || looked == 0 {
+            looked += 1;
+            let t = f
+                .target("web", gone.addr)
+                .await
+                .expect("draining target listed");
+            assert_eq!(t["state"], "draining", "{t}");
+            assert_eq!(t["reason"], "Target.DeregistrationInProgress", "{t}");
+            assert_eq!(t["in_flight"], 1, "{t}");
+            tokio::time::sleep(ms(200)).await;
+        }
+        let r = req.await.unwrap();
+        assert_eq!((r.status, r.text()), (200, gone.name.clone()), "{r:?}");
+        assert!(started.elapsed() >= ms(2000));
+        let left = reloaded + ms(5000) + ms(2000) - Instant::now();
+        f.wait_state("web", gone.addr, "absent", left).await;
+        assert_eq!(f.state_of("web", stays.addr).await, "healthy");
+    })
+    .await;
+}
+
+/// `deregistration_delay: 1s`: a `/slow?ms=4000` request still running when the
+/// delay ends is answered 502 then (not before, not at the end of the request).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn request_outliving_the_delay_gets_502() {
+    bounded(60, async {
+        let a = Backend::start("dl-a").await;
+        let b = Backend::start("dl-b").await;
+        let (admin, web) = (free_port(), free_port());
+        let both = [a.addr, b.addr];
+        let f = Fulcrum::start(&drain_config(admin, web, false, "1s", SLOW_HC, &both)).await;
+        let (req, _, i) = start_on_some(web, "/slow?ms=4000", &[&a, &b]).await;
+        let stays = if i == 0 { b.addr } else { a.addr };
+        f.reload_yaml(&drain_config(admin, web, false, "1s", SLOW_HC, &[stays]))
+            .await;
+        let reloaded = Instant::now();
+        let r = req.await.unwrap();
+        let took = reloaded.elapsed();
+        assert_eq!(r.status, 502, "{r:?}");
+        assert!(
+            took >= ms(700) && took <= ms(2500),
+            "502 came {took:?} after the reload; the delay is 1 s"
+        );
+    })
+    .await;
+}
+
+/// A tcp connection to a target removed from a tcp group keeps working during the
+/// delay (2 s) and is closed when it ends; new connections go to the other target.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tcp_connection_closed_when_the_delay_ends() {
+    bounded(60, async {
+        let a = Backend::start("tp-a").await;
+        let b = Backend::start("tp-b").await;
+        let (admin, web) = (free_port(), free_port());
+        let both = [a.addr, b.addr];
+        let f = Fulcrum::start(&drain_config(admin, web, true, "2s", "", &both)).await;
+        let mut c = Conn::connect(local(web)).await.unwrap();
+        let who = served_by(&c.get("/one").await.unwrap());
+        let (gone, stays) = if who == a.name { (&a, &b) } else { (&b, &a) };
+        assert_eq!(who, gone.name);
+
+        f.reload_yaml(&drain_config(admin, web, true, "2s", "", &[stays.addr]))
+            .await;
+        let reloaded = Instant::now();
+        let t = f
+            .target("web", gone.addr)
+            .await
+            .expect("listed while draining");
+        assert_eq!(t["state"], "draining", "{t}");
+        assert_eq!(t["active_connections"], 1, "{t}");
+        let got = tally(local(web), "/", 4).await;
+        assert_eq!(count(&got, &stays.name), 4, "new connections: {got:?}");
+        tokio::time::sleep(ms(500)).await;
+        let r = c
+            .get("/two")
+            .await
+            .expect("the connection works while draining");
+        assert_eq!(served_by(&r), gone.name);
+
+        assert!(
+            c.closed_without_bytes(ms(5000)).await,
+            "the connection was not closed after the delay"
+        );
+        let took = reloaded.elapsed();
+        assert!(
+            took >= ms(1500) && took <= ms(3500),
+            "closed {took:?} after the reload; the delay is 2 s"
+        );
+    })
+    .await;
+}
+
+/// A target re-added while draining returns to its previous state and gets traffic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn target_readded_while_draining_returns_to_service() {
+    bounded(60, async {
+        let a = Backend::start("ra-a").await;
+        let b = Backend::start("ra-b").await;
+        let (admin, web) = (free_port(), free_port());
+        let both = [a.addr, b.addr];
+        let f = Fulcrum::start(&drain_config(admin, web, false, "30s", FAST_HC, &both)).await;
+        // Hold a request on `a` so the drain cannot end early.
+        let (req, _, i) = start_on_some(web, "/slow?ms=3000", &[&a, &b]).await;
+        let (gone, stays) = if i == 0 { (&a, &b) } else { (&b, &a) };
+        f.reload_yaml(&drain_config(
+            admin,
+            web,
+            false,
+            "30s",
+            FAST_HC,
+            &[stays.addr],
+        ))
+        .await;
+        f.wait_state("web", gone.addr, "draining", ms(1000)).await;
+        let got = tally(local(web), "/", 4).await;
+        assert_eq!(count(&got, &stays.name), 4, "{got:?}");
+
+        f.reload_yaml(&drain_config(admin, web, false, "30s", FAST_HC, &both))
+            .await;
+        let (t, _) = f.wait_state("web", gone.addr, "healthy", ms(2000)).await;
+        assert!(t["reason"].is_null(), "{t}");
+        let got = tally(local(web), "/", 10).await;
+        assert!(count(&got, &gone.name) >= 3, "back in service: {got:?}");
+        assert_eq!(req.await.unwrap().status, 200);
+    })
+    .await;
+}
+
+/// Idle pooled connections to a removed target are closed at once (the backend sees
+/// them closed within a second of the reload), before any delay ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn idle_pooled_connections_to_a_removed_target_close_at_once() {
+    bounded(60, async {
+        let a = Backend::start("ip-a").await;
+        let b = Backend::start("ip-b").await;
+        let (admin, web) = (free_port(), free_port());
+        let both = [a.addr, b.addr];
+        let f = Fulcrum::start(&drain_config(admin, web, false, "30s", SLOW_HC, &both)).await;
+        tally(local(web), "/", 10).await;
+        tokio::time::sleep(ms(200)).await;
+        assert!(a.data_connections() >= 1, "no pooled connection to a");
+        assert_eq!(
+            a.data_closed(),
+            0,
+            "the pool closed its connections already"
+        );
+
+        f.reload_yaml(&drain_config(admin, web, false, "30s", SLOW_HC, &[b.addr]))
+            .await;
+        let reloaded = Instant::now();
+        eventually(ms(1500), "a's idle pooled connections closed", || async {
+            (a.data_closed() == a.data_connections()).then_some(())
+        })
+        .await;
+        assert!(reloaded.elapsed() < ms(1500));
+        let got = tally(local(web), "/", 4).await;
+        assert_eq!(count(&got, "ip-b"), 4, "{got:?}");
+    })
+    .await;
+}
