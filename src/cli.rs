@@ -61,6 +61,8 @@ pub enum Command {
     Status(AdminArgs),
     /// Ask a running instance to reload its config through the admin API.
     Reload(AdminArgs),
+    /// Send one test email through the configured SMTP relay and print its answer.
+    AlertTest(ConfigArg),
 }
 
 /// Parses the arguments and runs the command; returns the exit code.
@@ -89,12 +91,18 @@ pub fn main() -> i32 {
         }
         Command::Status(a) => status(&a),
         Command::Reload(a) => reload(&a),
+        Command::AlertTest(c) => alert_test(&c.config),
     }
 }
 
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // lettre logs the raw AUTH exchange at debug level: never let secrets through.
+    let filter = match "lettre=warn".parse() {
+        Ok(d) => filter.add_directive(d),
+        Err(_) => filter,
+    };
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -116,6 +124,46 @@ pub fn check(path: &Path) -> i32 {
             for e in &errors {
                 let _ = writeln!(out, "{e}");
             }
+            1
+        }
+    }
+}
+
+/// `fulcrum alert-test`: one test email through the configured relay.
+fn alert_test(path: &Path) -> i32 {
+    let snapshot = match crate::config::load(path) {
+        Ok(s) => s,
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            return 1;
+        }
+    };
+    let Some(settings) = snapshot.alerts.clone() else {
+        eprintln!(
+            "fulcrum alert-test: {} has no alerts section",
+            path.display()
+        );
+        return 1;
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("fulcrum alert-test: {e}");
+            return 1;
+        }
+    };
+    match rt.block_on(crate::alerts::send_test(&settings, &snapshot.node.name)) {
+        Ok(report) => {
+            println!("{report}");
+            0
+        }
+        Err(report) => {
+            eprintln!("{report}");
             1
         }
     }

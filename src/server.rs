@@ -35,6 +35,17 @@ pub struct Shared {
     pub config_path: PathBuf,
     /// Targets removed by a reload that are still draining (for the status API).
     pub draining_targets: std::sync::Mutex<Vec<crate::health::worker::Draining>>,
+    /// The alerter, when `alerts` is configured.
+    pub alerts: arc_swap::ArcSwapOption<crate::alerts::Alerts>,
+}
+
+impl Shared {
+    /// Hands an event to the alerter (when alerts are configured).
+    pub fn alert(&self, event: crate::alerts::Event) {
+        if let Some(a) = self.alerts.load().as_ref() {
+            a.emit(event);
+        }
+    }
 }
 
 /// The answer to a reload, shared by every caller that waited for it.
@@ -166,7 +177,16 @@ pub async fn start(
         admin_token: ArcSwap::from_pointee(read_token(&snapshot)),
         config_path: snapshot.source.path.clone(),
         draining_targets: std::sync::Mutex::new(Vec::new()),
+        alerts: arc_swap::ArcSwapOption::empty(),
     });
+    if let Some(settings) = &snapshot.alerts {
+        match crate::alerts::Alerts::start(settings.clone(), snapshot.node.name.clone()).await {
+            Ok(a) => shared.alerts.store(Some(Arc::new(a))),
+            Err(e) => {
+                tracing::error!(spool = %settings.spool_dir.display(), error = %e, "cannot start alerts; no alert will be sent")
+            }
+        }
+    }
     let _ = config;
     let mut control = Control {
         shared: shared.clone(),
@@ -305,6 +325,12 @@ impl Server {
         }
         let mut control = self.control;
         control.checks.stop();
+        if let Some(a) = shared.alerts.swap(None) {
+            if let Ok(a) = Arc::try_unwrap(a) {
+                a.stop().await;
+            }
+        }
+        control.registry.close_access_log();
         control.workers.stop();
         tracing::info!("stopped");
     }
@@ -338,6 +364,12 @@ impl Control {
             },
         };
         crate::metrics::reload(matches!(outcome, ReloadOutcome::Ok { .. }));
+        if let ReloadOutcome::Failed { errors } = &outcome {
+            self.shared.alert(crate::alerts::Event::ConfigReloadFailed {
+                errors: errors.clone(),
+                at: std::time::SystemTime::now(),
+            });
+        }
         systemd::ready();
         outcome
     }
@@ -419,6 +451,31 @@ impl Control {
             }
         }
         self.checks.sync(&self.shared, &new_live, false);
+        // Alerts follow the new settings; pending events stay in the spool.
+        let current = self.shared.alerts.load_full();
+        match (&new_live.snapshot.alerts, current) {
+            (Some(settings), Some(a)) => {
+                a.update(settings.clone(), new_live.snapshot.node.name.clone())
+            }
+            (Some(settings), None) => {
+                let (settings, node) = (settings.clone(), new_live.snapshot.node.name.clone());
+                let shared = self.shared.clone();
+                tokio::spawn(async move {
+                    match crate::alerts::Alerts::start(settings, node).await {
+                        Ok(a) => shared.alerts.store(Some(Arc::new(a))),
+                        Err(e) => tracing::error!(error = %e, "cannot start alerts"),
+                    }
+                });
+            }
+            (None, Some(_)) => {
+                if let Some(a) = self.shared.alerts.swap(None) {
+                    if let Ok(a) = Arc::try_unwrap(a) {
+                        tokio::spawn(a.stop());
+                    }
+                }
+            }
+            (None, None) => {}
+        }
         drop(old);
         if !gone.is_empty() {
             for h in self.workers.handles() {

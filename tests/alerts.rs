@@ -219,7 +219,15 @@ async fn rejection_554_is_not_retried_and_logged_with_a_hint() {
         metrics.contains("fulcrum_alerts_failed_total{kind=\"5xx\"}"),
         "{metrics}"
     );
-    assert!(metrics.contains("fulcrum_alerts_sent_total"), "{metrics}");
+    // Present from the start, whether used or not (SPEC §9).
+    for series in [
+        "fulcrum_alerts_sent_total",
+        "fulcrum_alerts_failed_total{kind=\"4xx\"}",
+        "fulcrum_alerts_failed_total{kind=\"timeout\"}",
+        "fulcrum_alerts_queued",
+    ] {
+        assert!(metrics.contains(series), "missing {series} in {metrics}");
+    }
     alerts.stop().await;
 }
 

@@ -60,13 +60,14 @@ fn apply(
     let now = SystemTime::now();
     let result = if outcome.is_pass() { "pass" } else { "fail" };
     metrics::counter!(crate::metrics::HEALTH_CHECKS, "target_group" => group.name.clone(), "result" => result).increment(1);
-    let (changed, health) = {
+    let (changed, before, health) = {
         let mut d = match state.detail.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
+        let before = d.state;
         let changed = d.observe(outcome, hc.healthy_threshold, hc.unhealthy_threshold, now);
-        (changed, d.clone())
+        (changed, before, d.clone())
     };
     if !changed {
         return;
@@ -74,9 +75,23 @@ fn apply(
     let code = health.state as u8;
     state.health.store(code, Ordering::Release);
     if health.state == State::Healthy {
-        state
-            .healthy_since_ms
-            .store(crate::balancer::now_ms(), Ordering::Relaxed);
+        // Slow start ramps a target that joins a group already serving; a group
+        // with no healthy target takes its first ones at full share (as ALB).
+        let others_healthy = {
+            let live = shared.live.load();
+            live.snapshot
+                .target_groups
+                .iter()
+                .position(|g| g.name == group.name)
+                .is_some_and(|gi| {
+                    live.groups[gi]
+                        .targets
+                        .iter()
+                        .any(|t| !std::ptr::eq(&**t, state) && t.is_healthy() && !t.is_draining())
+                })
+        };
+        let since = if others_healthy { crate::balancer::now_ms() } else { 0 };
+        state.healthy_since_ms.store(since, Ordering::Relaxed);
     }
     match health.state {
         State::Unhealthy => tracing::warn!(
@@ -93,6 +108,50 @@ fn apply(
     }
     let live = shared.live.load();
     publish_gauges(&live, &group.name);
+    // Alerts: a target going unhealthy, a recovery from unhealthy (a first pass
+    // from initial is not an event), and a group left with no healthy target.
+    match health.state {
+        State::Unhealthy => {
+            shared.alert(crate::alerts::Event::TargetUnhealthy {
+                group: group.name.clone(),
+                target: target.address.clone(),
+                zone: target.zone.clone(),
+                reason: health.reason.unwrap_or("").to_owned(),
+                description: health.description.clone().unwrap_or_default(),
+                consecutive_failures: health.consecutive_failures,
+                at: now,
+            });
+            let gi = live
+                .snapshot
+                .target_groups
+                .iter()
+                .position(|g| g.name == group.name);
+            // Once per episode: this transition left every (non-draining) target
+            // of the group unhealthy, so the group now fails open.
+            let all_unhealthy = gi.is_some_and(|gi| {
+                live.groups[gi]
+                    .targets
+                    .iter()
+                    .filter(|t| !t.is_draining())
+                    .all(|t| t.health.load(Ordering::Acquire) == crate::targets::UNHEALTHY)
+            });
+            if all_unhealthy && group.fail_open {
+                shared.alert(crate::alerts::Event::AllTargetsUnhealthy {
+                    group: group.name.clone(),
+                    at: now,
+                });
+            }
+        }
+        State::Healthy if before == State::Unhealthy => {
+            shared.alert(crate::alerts::Event::TargetHealthy {
+                group: group.name.clone(),
+                target: target.address.clone(),
+                zone: target.zone.clone(),
+                at: now,
+            })
+        }
+        _ => {}
+    }
 }
 
 /// `fulcrum_healthy_targets` / `fulcrum_unhealthy_targets` per zone and

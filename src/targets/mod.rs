@@ -218,6 +218,13 @@ impl Registry {
         self.access_log.clone()
     }
 
+    /// Flushes and closes the access log (shutdown).
+    pub fn close_access_log(&mut self) {
+        if let Some(log) = self.access_log.take() {
+            log.close();
+        }
+    }
+
     /// Reopens the access log file (SIGHUP, after logrotate).
     pub fn reopen_access_log(&self) {
         if let Some(log) = &self.access_log {

@@ -81,43 +81,18 @@ impl Relay {
         require_aiosmtpd();
         let port = opts.port.unwrap_or_else(free_port);
         let dir = tempfile::tempdir().unwrap();
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/smtp/relay.py");
-        let mut cmd = Command::new(PYTHON);
-        cmd.arg(script)
-            .args(["--port", &port.to_string()])
-            .arg("--dir")
-            .arg(dir.path())
-            .args([
-                "--mode",
-                match opts.mode {
-                    Mode::Plain => "plain",
-                    Mode::StartTls => "starttls",
-                    Mode::Implicit => "implicit",
-                },
-            ])
-            .args(["--replies", &opts.replies.join(";")]);
-        if let Some((cert, key)) = &opts.tls {
-            cmd.arg("--tls-cert").arg(cert).arg("--tls-key").arg(key);
+        // A port picked earlier (the "relay comes back" tests) can be taken for a
+        // moment as some connection's ephemeral port: retry that bind briefly.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match spawn(&opts, port, dir.path()) {
+                Ok(child) => return Relay { child, port, dir },
+                Err(e) if e.contains("Address already in use") && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => panic!("the SMTP relay did not start on port {port}: {e}"),
+            }
         }
-        if let Some((u, p)) = &opts.auth {
-            cmd.args(["--auth", &format!("{u}:{p}")]);
-        }
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start tests/smtp/relay.py");
-        let mut line = String::new();
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let _ = out.read_line(&mut line);
-        if line.trim() != "READY" {
-            let _ = child.kill();
-            let mut err = String::new();
-            let _ = child.stderr.take().unwrap().read_to_string(&mut err);
-            panic!("the SMTP relay did not start on port {port}: {line}{err}");
-        }
-        Relay { child, port, dir }
     }
 
     /// Messages accepted (250), in order.
@@ -178,6 +153,48 @@ impl Relay {
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
+}
+
+/// Starts `relay.py`; `Err` is its stderr when it did not say READY.
+fn spawn(opts: &Opts, port: u16, dir: &Path) -> Result<Child, String> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/smtp/relay.py");
+    let mut cmd = Command::new(PYTHON);
+    cmd.arg(script)
+        .args(["--port", &port.to_string()])
+        .arg("--dir")
+        .arg(dir)
+        .args([
+            "--mode",
+            match opts.mode {
+                Mode::Plain => "plain",
+                Mode::StartTls => "starttls",
+                Mode::Implicit => "implicit",
+            },
+        ])
+        .args(["--replies", &opts.replies.join(";")]);
+    if let Some((cert, key)) = &opts.tls {
+        cmd.arg("--tls-cert").arg(cert).arg("--tls-key").arg(key);
+    }
+    if let Some((u, p)) = &opts.auth {
+        cmd.args(["--auth", &format!("{u}:{p}")]);
+    }
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start tests/smtp/relay.py");
+    let mut line = String::new();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let _ = out.read_line(&mut line);
+    if line.trim() == "READY" {
+        return Ok(child);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut err = String::new();
+    let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+    Err(format!("{line}{err}"))
 }
 
 impl Drop for Relay {
