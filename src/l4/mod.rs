@@ -28,6 +28,8 @@ struct Upstream {
     stream: crate::http::pool::Conn,
     state: Arc<TargetState>,
     idle: Duration,
+    addr: SocketAddr,
+    group: Arc<str>,
 }
 
 async fn connect(
@@ -65,6 +67,8 @@ async fn connect(
                     stream: s,
                     state: group.targets[i].clone(),
                     idle: lcfg.idle_timeout,
+                    addr: cfg.targets[i].addr,
+                    group: Arc::from(cfg.name.as_str()),
                 });
             }
             _ => {
@@ -88,14 +92,18 @@ pub async fn serve_tcp(
     shared: Arc<Shared>,
 ) {
     let local = client.local_addr().unwrap_or(peer);
+    let started = std::time::SystemTime::now();
     let live = shared.live.load_full();
     let Some(up) = connect(&live, &listener, peer, local).await else {
+        log_connection(&shared, "tcp", &listener, peer, started, None, (0, 0), None);
         return;
     };
     drop(live);
     let t = up.state.clone();
     t.active_connections.fetch_add(1, Ordering::Relaxed);
     let metrics = &guard.listener().metrics;
+    let (target_addr, group) = (up.addr, up.group.clone());
+    let mut bytes = (0, 0);
     let mut client = client;
     let mut stream = up.stream;
     let moved = async {
@@ -111,11 +119,22 @@ pub async fn serve_tcp(
             if let Ok((a, b)) = r {
                 metrics.bytes_in.increment(a);
                 metrics.bytes_out.increment(b);
+                bytes = (a, b);
             }
         }
         _ = t.killed() => {}
     }
     t.active_connections.fetch_sub(1, Ordering::Relaxed);
+    log_connection(
+        &shared,
+        "tcp",
+        &listener,
+        peer,
+        started,
+        Some((target_addr, group)),
+        bytes,
+        None,
+    );
 }
 
 /// Any other client stream (TLS terminated by the balancer): copied in user space.
@@ -126,11 +145,25 @@ pub async fn serve<C: crate::http::conn::Stream>(
     listener: Arc<str>,
     guard: ConnGuard,
     shared: Arc<Shared>,
+    tls: Option<crate::tls::server::TlsInfo>,
 ) {
+    let started = std::time::SystemTime::now();
     let live = shared.live.load_full();
     let Some(mut up) = connect(&live, &listener, peer, local).await else {
+        log_connection(
+            &shared,
+            "tls",
+            &listener,
+            peer,
+            started,
+            None,
+            (0, 0),
+            tls.as_ref(),
+        );
         return;
     };
+    let (target_addr, group) = (up.addr, up.group.clone());
+    let mut bytes = (0, 0);
     drop(live);
     let t = up.state.clone();
     t.active_connections.fetch_add(1, Ordering::Relaxed);
@@ -140,11 +173,58 @@ pub async fn serve<C: crate::http::conn::Stream>(
             if let Ok((a, b)) = r {
                 metrics.bytes_in.increment(a);
                 metrics.bytes_out.increment(b);
+                bytes = (a, b);
             }
         }
         _ = t.killed() => {}
     }
     t.active_connections.fetch_sub(1, Ordering::Relaxed);
+    log_connection(
+        &shared,
+        "tls",
+        &listener,
+        peer,
+        started,
+        Some((target_addr, group)),
+        bytes,
+        tls.as_ref(),
+    );
+}
+
+/// One access-log record per tcp/tls connection (SPEC §10), when a log is on.
+#[allow(clippy::too_many_arguments)]
+fn log_connection(
+    shared: &Shared,
+    kind: &'static str,
+    listener: &Arc<str>,
+    peer: SocketAddr,
+    started: std::time::SystemTime,
+    target: Option<(SocketAddr, Arc<str>)>,
+    (received, sent): (u64, u64),
+    tls: Option<&crate::tls::server::TlsInfo>,
+) {
+    let live = shared.live.load();
+    let Some(log) = live.access_log.as_ref() else {
+        return;
+    };
+    let mut r = crate::record::Record::new(kind, listener.clone(), peer, started);
+    r.time = std::time::SystemTime::now();
+    r.received_bytes = received;
+    r.sent_bytes = sent;
+    match target {
+        Some((addr, group)) => {
+            r.target = Some(addr);
+            r.target_group = Some(group);
+        }
+        None => r.error_reason = Some("TargetConnectionError"),
+    }
+    if let Some(t) = tls {
+        r.ssl_cipher = Some(t.cipher);
+        r.ssl_protocol = Some(t.protocol);
+        r.domain_name = t.sni.clone().filter(|_| t.sni_matched);
+        r.chosen_cert = t.cert_name.clone();
+    }
+    log.submit(r);
 }
 
 /// Copies both ways in user space until both sides closed, or `idle` passes

@@ -226,7 +226,7 @@ fn admit(
                     }
                     Err(_) => return,
                 };
-                let info = {
+                let info: Option<crate::tls::server::TlsInfo> = {
                     let live = shared.live.load();
                     live.listener_index(&name).map(|i| {
                         crate::tls::server::tls_info(
@@ -240,7 +240,7 @@ fn admit(
                     crate::http::conn::serve(tls, peer, local.port(), name, guard, shared, info)
                         .await;
                 } else {
-                    crate::l4::serve(tls, peer, local, name, guard, shared).await;
+                    crate::l4::serve(tls, peer, local, name, guard, shared, info).await;
                 }
             });
         }
