@@ -33,6 +33,8 @@ pub const ALERTS_FAILED: &str = "fulcrum_alerts_failed_total";
 pub const ALERTS_DROPPED: &str = "fulcrum_alerts_dropped_total";
 pub const ALERTS_QUEUED: &str = "fulcrum_alerts_queued";
 pub const ACCESS_LOG_DROPPED: &str = "fulcrum_access_log_dropped_total";
+/// Not an ELB twin: tcp connections that took the splice(2) path.
+pub const L4_SPLICE: &str = "fulcrum_l4_splice_connections_total";
 
 /// Histogram buckets (seconds) of SPEC §9.
 pub const BUCKETS: &[f64] = &[

@@ -90,7 +90,11 @@ fn apply(
                         .any(|t| !std::ptr::eq(&**t, state) && t.is_healthy() && !t.is_draining())
                 })
         };
-        let since = if others_healthy { crate::balancer::now_ms() } else { 0 };
+        let since = if others_healthy {
+            crate::balancer::now_ms()
+        } else {
+            0
+        };
         state.healthy_since_ms.store(since, Ordering::Relaxed);
     }
     match health.state {

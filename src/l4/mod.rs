@@ -109,7 +109,11 @@ pub async fn serve_tcp(
     let moved = async {
         match &mut stream {
             // Plain to plain: zero copy.
-            crate::http::pool::Conn::Plain(target) => splice::proxy(&client, target, up.idle).await,
+            crate::http::pool::Conn::Plain(target) => {
+                metrics::counter!(crate::metrics::L4_SPLICE, "listener" => listener.to_string())
+                    .increment(1);
+                splice::proxy(&client, target, up.idle).await
+            }
             // Re-encrypted to a tls group: through user space.
             tls => copy_with_idle(&mut client, tls, up.idle).await,
         }
