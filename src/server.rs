@@ -37,9 +37,19 @@ pub struct Shared {
     pub draining_targets: std::sync::Mutex<Vec<crate::health::worker::Draining>>,
     /// The alerter, when `alerts` is configured.
     pub alerts: arc_swap::ArcSwapOption<crate::alerts::Alerts>,
+    /// The workers' runtimes, to reach their per-worker state (the pools).
+    pub workers: std::sync::OnceLock<Vec<tokio::runtime::Handle>>,
 }
 
 impl Shared {
+    /// Closes the idle pooled connections to `addr` on every worker (a target that
+    /// went unhealthy or left).
+    pub fn forget_idle(&self, addr: SocketAddr) {
+        for h in self.workers.get().into_iter().flatten() {
+            h.spawn(async move { crate::http::pool::forget(addr) });
+        }
+    }
+
     /// Hands an event to the alerter (when alerts are configured).
     pub fn alert(&self, event: crate::alerts::Event) {
         if let Some(a) = self.alerts.load().as_ref() {
@@ -178,7 +188,9 @@ pub async fn start(
         config_path: snapshot.source.path.clone(),
         draining_targets: std::sync::Mutex::new(Vec::new()),
         alerts: arc_swap::ArcSwapOption::empty(),
+        workers: std::sync::OnceLock::new(),
     });
+    let _ = shared.workers.set(workers.handles().to_vec());
     if let Some(settings) = &snapshot.alerts {
         match crate::alerts::Alerts::start(settings.clone(), snapshot.node.name.clone()).await {
             Ok(a) => shared.alerts.store(Some(Arc::new(a))),

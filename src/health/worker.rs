@@ -116,6 +116,7 @@ fn apply(
     // from initial is not an event), and a group left with no healthy target.
     match health.state {
         State::Unhealthy => {
+            shared.forget_idle(target.addr);
             shared.alert(crate::alerts::Event::TargetUnhealthy {
                 group: group.name.clone(),
                 target: target.address.clone(),
