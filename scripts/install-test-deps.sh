@@ -2,7 +2,18 @@
 # Installs what the test suite needs beyond the Rust toolchain. Idempotent.
 #  - aiosmtpd for /usr/bin/python3 (Debian's python3-aiosmtpd): the real SMTP
 #    relay the alert tests (tests/alerts.rs, tests/smtp/relay.py) talk to.
+#  - promtool (Debian's prometheus): tests/promtool.rs checks /metrics with it.
 set -euo pipefail
+
+if ! command -v promtool >/dev/null 2>&1; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "install-test-deps: promtool is missing; run as root: sudo $0 (apt-get install -y prometheus)" >&2
+        exit 1
+    fi
+    echo "install-test-deps: installing prometheus (for promtool)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y prometheus >/dev/null || { apt-get update && apt-get install -y prometheus >/dev/null; }
+fi
 
 if /usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null; then
     echo "install-test-deps: aiosmtpd is installed for /usr/bin/python3"
