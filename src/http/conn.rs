@@ -146,7 +146,9 @@ pub async fn serve<C: Stream>(
                 Ok(_) => return,
                 Err(_) => {
                     metrics.lb_response(408);
-                    let _ = send_error(&mut client, &mut b.out, 408, true).await;
+                    if send_error(&mut client, &mut b.out, 408, true).await.is_ok() {
+                        metrics.bytes_out.increment(b.out.len() as u64);
+                    }
                     finish_record(&live, &mut b, Some(408), Some("RequestHeaderTimeout"));
                     return;
                 }
@@ -163,7 +165,12 @@ pub async fn serve<C: Stream>(
             }
             metrics.lb_response(status);
             tracing::debug!(listener = %listener, client = %peer, reason = e.reason(), "request refused with {status}");
-            let _ = send_error(&mut client, &mut b.out, status, true).await;
+            if send_error(&mut client, &mut b.out, status, true)
+                .await
+                .is_ok()
+            {
+                metrics.bytes_out.increment(b.out.len() as u64);
+            }
             finish_record(&live, &mut b, Some(status), Some(e.reason()));
             return;
         }
@@ -181,7 +188,9 @@ pub async fn serve<C: Stream>(
                 desync::Act::Block => {
                     tracing::debug!(listener = %listener, client = %peer, reason = verdict.reason, "request blocked by desync mitigation");
                     metrics.lb_response(400);
-                    let _ = send_error(&mut client, &mut b.out, 400, true).await;
+                    if send_error(&mut client, &mut b.out, 400, true).await.is_ok() {
+                        metrics.bytes_out.increment(b.out.len() as u64);
+                    }
                     finish_record(&live, &mut b, Some(400), Some("DesyncMitigation"));
                     return;
                 }
@@ -220,7 +229,12 @@ pub async fn serve<C: Stream>(
             }
             Err(Fail::Status(code)) => {
                 metrics.lb_response(code);
-                let _ = send_error(&mut client, &mut b.out, code, true).await;
+                if send_error(&mut client, &mut b.out, code, true)
+                    .await
+                    .is_ok()
+                {
+                    metrics.bytes_out.increment(b.out.len() as u64);
+                }
                 let reason = match code {
                     502 => "TargetConnectionError",
                     503 => "NoHealthyTargets",
@@ -491,6 +505,7 @@ async fn exchange<C: Stream>(
                 .as_bytes(),
             );
             client.write_all(&b.out).await.map_err(|_| Fail::Client)?;
+            lstate.state.metrics.bytes_out.increment(b.out.len() as u64);
             Ok(!close)
         }
     }
