@@ -75,7 +75,8 @@ async fn least_outstanding_requests_avoids_busy_targets() {
         }
         // A short pause between the fast requests: the balancer counts a request in
         // flight until it has finished with it, a moment after the client has the
-        // whole response (see the report), and a tie would go by rotation.
+        // whole response (the guard drops after the body is relayed and the
+        // connection pooled), and a tie would go by rotation.
         let mut got = std::collections::BTreeMap::new();
         for _ in 0..9 {
             *got.entry(served_by(&get(local(web), "/").await))
@@ -450,6 +451,32 @@ async fn app_cookie_binds_after_the_target_sets_it() {
         for i in 0..20 {
             let r = get_with(local(web), "/", &h).await;
             assert_eq!(served_by(&r), who, "request {i} with the cookies");
+        }
+    })
+    .await;
+}
+
+/// Targets healthy from the first round at start all take full shares at once:
+/// slow start is for a target joining a group already serving (aws-reference §2.3:
+/// targets registered into an empty group do not enter it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slow_start_spares_targets_healthy_from_the_start() {
+    bounded(60, async {
+        let bs = backends("s0-", 3).await;
+        let web = free_port();
+        let t = targets(&bs);
+        let _f = Fulcrum::start(&one_group(
+            free_port(),
+            web,
+            &["slow_start: 30s"],
+            FAST_HC,
+            &t,
+        ))
+        .await;
+        let got = tally(local(web), "/", 300).await;
+        for b in &bs {
+            let n = count(&got, &b.name);
+            assert!(n >= 70, "an even share is 100 each: {got:?}");
         }
     })
     .await;

@@ -243,3 +243,76 @@ async fn idle_pooled_connections_to_a_removed_target_close_at_once() {
     })
     .await;
 }
+
+/// A removed target with nothing open is still listed `draining` until its delay
+/// ends, then leaves the status (aws-reference §4.1: deregistration completes at
+/// once, "but the state is still shown as draining until the timeout expires").
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn idle_removed_target_listed_draining_until_the_delay_ends() {
+    bounded(60, async {
+        let a = Backend::start("il-a").await;
+        let b = Backend::start("il-b").await;
+        let (admin, web) = (free_port(), free_port());
+        let both = [a.addr, b.addr];
+        let f = Fulcrum::start(&drain_config(admin, web, false, "3s", SLOW_HC, &both)).await;
+        f.reload_yaml(&drain_config(admin, web, false, "3s", SLOW_HC, &[b.addr]))
+            .await;
+        let reloaded = Instant::now();
+        while reloaded.elapsed() < ms(2000) {
+            let t = f.target("web", a.addr).await;
+            let t = t.unwrap_or_else(|| panic!("gone {:?} after the reload", reloaded.elapsed()));
+            assert_eq!(t["state"], "draining", "{t}");
+            assert_eq!(t["reason"], "Target.DeregistrationInProgress", "{t}");
+            tokio::time::sleep(ms(250)).await;
+        }
+        f.wait_state("web", a.addr, "absent", ms(3000)).await;
+    })
+    .await;
+}
+
+/// While a removed target drains, `fulcrum_target_state` says `draining` (1) and no
+/// longer `healthy`; once it left, it is not counted healthy anywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn draining_target_in_metrics() {
+    bounded(60, async {
+        let a = Backend::start("dm-a").await;
+        let b = Backend::start("dm-b").await;
+        let (admin, web) = (free_port(), free_port());
+        let both = [a.addr, b.addr];
+        let f = Fulcrum::start(&drain_config(admin, web, false, "2s", SLOW_HC, &both)).await;
+        let (req, _, i) = start_on_some(web, "/slow?ms=1500", &[&a, &b]).await;
+        let (gone, stays) = if i == 0 { (&a, &b) } else { (&b, &a) };
+        f.reload_yaml(&drain_config(
+            admin,
+            web,
+            false,
+            "2s",
+            SLOW_HC,
+            &[stays.addr],
+        ))
+        .await;
+        let target = gone.addr.to_string();
+        let state = |m: &str, s: &str| {
+            let l = [("target_group", "web"), ("target", &*target), ("state", s)];
+            metric(m, "fulcrum_target_state", &l)
+        };
+        let m = f.metrics().await;
+        assert_eq!(state(&m, "draining"), Some(1.0), "{m}");
+        assert_eq!(state(&m, "healthy"), Some(0.0), "{m}");
+        let zone = [("target_group", "web"), ("zone", "zone-a")];
+        assert_eq!(
+            metric(&m, "fulcrum_healthy_targets", &zone),
+            Some(1.0),
+            "{m}"
+        );
+        assert_eq!(req.await.unwrap().status, 200);
+        f.wait_state("web", gone.addr, "absent", ms(5000)).await;
+        let m = f.metrics().await;
+        assert_ne!(
+            state(&m, "healthy"),
+            Some(1.0),
+            "a removed target still healthy: {m}"
+        );
+    })
+    .await;
+}

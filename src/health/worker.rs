@@ -90,7 +90,9 @@ fn apply(
                         .any(|t| !std::ptr::eq(&**t, state) && t.is_healthy() && !t.is_draining())
                 })
         };
-        let since = if others_healthy {
+        // Targets of the start-up round are "registered into an empty group": no
+        // slow start for them either.
+        let since = if others_healthy && shared.ready.load(Ordering::Acquire) {
             crate::balancer::now_ms()
         } else {
             0
@@ -364,15 +366,16 @@ pub fn drain(shared: &Arc<Shared>, d: Draining, delay: Duration) {
         list.push(d.clone());
     }
     let shared = shared.clone();
+    set_state_gauges(&d.group, &d.address, Some(crate::targets::DRAINING));
     tokio::spawn(async move {
+        // As ALB: the target shows `draining` until the delay ends, even when
+        // nothing is open on it any more; what is still open then is closed.
         let until = tokio::time::Instant::now() + delay;
         loop {
             if !st.is_draining() {
                 return; // re-added by a reload: back in service
             }
-            let idle = st.in_flight.load(Ordering::Relaxed) == 0
-                && st.active_connections.load(Ordering::Relaxed) == 0;
-            if idle || tokio::time::Instant::now() >= until {
+            if tokio::time::Instant::now() >= until {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -382,7 +385,22 @@ pub fn drain(shared: &Arc<Shared>, d: Draining, delay: Duration) {
         if let Ok(mut list) = shared.draining_targets.lock() {
             list.retain(|x| !Arc::ptr_eq(&x.state, &st));
         }
+        set_state_gauges(&d.group, &d.address, None);
     });
+}
+
+/// `fulcrum_target_state` of one target: 1 for `state`, 0 for the others (all 0
+/// when `None`: the target left).
+fn set_state_gauges(group: &str, address: &str, state: Option<u8>) {
+    for (code, name) in [
+        (0u8, "initial"),
+        (1, "healthy"),
+        (2, "unhealthy"),
+        (3, "draining"),
+    ] {
+        metrics::gauge!(crate::metrics::TARGET_STATE, "target_group" => group.to_owned(), "target" => address.to_owned(), "state" => name)
+            .set(if state == Some(code) { 1.0 } else { 0.0 });
+    }
 }
 
 /// A target a reload brought back while it was draining returns to service.
