@@ -44,6 +44,10 @@ enum Fail {
     Status(u16),
 }
 
+/// How long a keep-alive connection waits for its next request before it gives
+/// its buffers back.
+const IDLE_TRIM: Duration = Duration::from_millis(250);
+
 /// Per-connection buffers, reused for every request on the connection.
 struct Bufs {
     /// Bytes read from the client not consumed yet (pipelined requests stay here).
@@ -58,6 +62,17 @@ struct Bufs {
     rec: Option<Record>,
     /// When the current request's first byte arrived.
     t0: Instant,
+}
+
+impl Bufs {
+    /// Frees the buffers of an idle connection (they grow back on the next request).
+    fn trim(&mut self) {
+        self.client = Vec::new();
+        self.upstream = Vec::new();
+        self.out = Vec::new();
+        self.req = RequestHead::default();
+        self.resp = ResponseHead::default();
+    }
 }
 
 pub async fn serve<C: Stream>(
@@ -95,12 +110,29 @@ pub async fn serve<C: Stream>(
                     None => return,
                 }
             };
-            tokio::select! {
-                r = tokio::time::timeout(idle, read_more(&mut client, &mut b.client)) => match r {
-                    Ok(Ok(n)) if n > 0 => {}
-                    _ => return,
+            // A busy keep-alive connection sends its next request at once; one
+            // that stays quiet gives its buffers back while it waits, so an idle
+            // connection costs little memory.
+            let deadline = tokio::time::Instant::now() + idle;
+            let quick = tokio::time::Instant::now() + IDLE_TRIM.min(idle);
+            let got = tokio::select! {
+                r = tokio::time::timeout_at(quick, read_more(&mut client, &mut b.client)) => match r {
+                    Ok(Ok(n)) if n > 0 => true,
+                    Ok(_) => return,
+                    Err(_) => false,
                 },
                 _ = draining.changed() => return,
+            };
+            if !got {
+                b.trim();
+                let mut small = [0u8; 512];
+                tokio::select! {
+                    r = tokio::time::timeout_at(deadline, client.read(&mut small)) => match r {
+                        Ok(Ok(n)) if n > 0 => b.client.extend_from_slice(&small[..n]),
+                        _ => return,
+                    },
+                    _ = draining.changed() => return,
+                }
             }
         }
         // The request uses the tables current when its first byte arrived.
