@@ -230,7 +230,9 @@ pub async fn serve<C: Stream>(
         }
         let old_age = born.elapsed() >= cfg.client_keep_alive;
         let keep = b.req.keep_alive && !old_age && !*draining.borrow() && !close_both;
-        let outcome = exchange(
+        // Boxed: the exchange's large state lives on the heap only while a request
+        // runs, so an idle connection's task stays small.
+        let outcome = Box::pin(exchange(
             &mut client,
             &mut b,
             &live,
@@ -240,7 +242,7 @@ pub async fn serve<C: Stream>(
             keep,
             close_both,
             &listener,
-        )
+        ))
         .await;
         match outcome {
             Ok(keep) => {
