@@ -3,12 +3,12 @@
 //! ALB's limits so the real loader accepts them with `aws_compat: true`, and
 //! requests that match an early rule, a late rule, or nothing.
 //!
-//! The mix: exact hosts (some with a path, a method or a second `*.` host),
-//! `*.domain` and other host wildcards, `/api/v3/*`-style path prefixes, exact
-//! paths, mid-pattern path wildcards (`/img7/*/thumb?.png`), paths no prefix can
-//! index (`*/admin3/*`), `www.shop.*` hosts, and header-, query-, method- and
-//! source-ip-only rules. Pools of hosts and paths grow with the rule count, so a
-//! host carries a handful of rules at any size.
+//! The mix: exact hosts (some with a path, a method, a header or a second `*.`
+//! host), `*.domain` and other host wildcards, `/api/v3/*`-style path prefixes,
+//! exact paths, mid-pattern path wildcards (`/img7/*/thumb?.png`), paths no prefix
+//! can index (`*/admin3/*`), `www.shop.*` and `*shop*` hosts, and header-, query-,
+//! method- and source-ip-only rules. Pools of hosts and paths grow with the rule
+//! count, so a host carries a handful of rules at any size.
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr};
@@ -230,7 +230,7 @@ pub fn workload(rules: usize, lookups: usize, seed: u64) -> Workload {
 
 fn miss(rng: &mut Rng, j: usize) -> Lookup {
     let mut l = Lookup::plain(LookupKind::Miss, j);
-    l.host = format!("{}.nomatch{}.test", name(j), rng.below(1000));
+    l.host = format!("h{j}.nomatch{}.test", rng.below(1000));
     l.path = format!("/nothing/{}/{j}", name(rng.below(64)));
     l.query = format!("utm_source=news&id={j}");
     l
@@ -253,30 +253,36 @@ fn rule(rng: &mut Rng, n: usize, i: usize) -> (RuleSpec, Lookup) {
     let svc = rng.below(services);
     let roll = rng.below(100);
     match roll {
-        // Exact host, often with a path, sometimes a method or a second host.
-        0..22 => {
+        // Exact host, often with a path, sometimes a method, a header or a second host.
+        0..24 => {
             s.host.push(format!("{}.example.{}", name(k), tld(k)));
             if rng.chance(60) {
                 s.path.push(format!("/{}/v{}/*", name(svc), svc % 4 + 1));
             }
             if rng.chance(15) {
                 s.method = vec!["GET".into(), "HEAD".into()];
+            } else if rng.chance(10) {
+                s.headers
+                    .push(("x-canary".into(), vec![format!("{}-on", name(svc))]));
             }
             if rng.chance(10) {
                 s.host.push(format!("*.{}.example.{}", name(k), tld(k)));
             }
         }
-        // `*.domain`, often with a path.
-        22..36 => {
+        // `*.domain`, often with a path, sometimes a header.
+        24..38 => {
             let d = rng.below(domains);
             s.host
                 .push(format!("*.{}.apps.example.{}", name(d), tld(d)));
             if rng.chance(50) {
                 s.path.push(format!("/{}/*", name(svc)));
             }
+            if rng.chance(10) {
+                s.headers.push(("x-tenant".into(), vec![format!("t{svc}")]));
+            }
         }
         // Other host wildcards: `?` in the first label, a dot-less suffix.
-        36..40 => {
+        38..42 => {
             let d = rng.below(domains);
             s.host.push(if rng.chance(50) {
                 format!("api-?.{}.svc.example.net", name(d))
@@ -285,7 +291,7 @@ fn rule(rng: &mut Rng, n: usize, i: usize) -> (RuleSpec, Lookup) {
             });
         }
         // Path prefix, no host; sometimes two, a method or a query.
-        40..64 => {
+        42..62 => {
             s.path
                 .push(format!("/api/v{}/{}/*", svc % 4 + 1, name(svc)));
             if rng.chance(15) {
@@ -301,13 +307,13 @@ fn rule(rng: &mut Rng, n: usize, i: usize) -> (RuleSpec, Lookup) {
             }
         }
         // Exact path.
-        64..68 => s.path.push(if rng.chance(50) {
+        62..66 => s.path.push(if rng.chance(50) {
             format!("/healthz/{}", name(svc))
         } else {
             format!("/.well-known/{}", name(svc))
         }),
         // Mid-pattern wildcards: only the literal before the first wildcard helps.
-        68..76 => {
+        66..74 => {
             s.path.push(match rng.below(3) {
                 0 => format!("/img{svc}/*/thumb?.png"),
                 1 => format!("/static/{}/*.js", name(svc)),
@@ -319,40 +325,47 @@ fn rule(rng: &mut Rng, n: usize, i: usize) -> (RuleSpec, Lookup) {
             }
         }
         // Paths no prefix can index.
-        76..79 => s.path.push(if rng.chance(50) {
+        74..77 => s.path.push(if rng.chance(33) {
             format!("*/admin{svc}/*")
         } else {
             format!("*/{}.json", name(svc))
         }),
-        // `www.name.*` hosts.
-        79..81 => s.host.push(format!("www.{}.*", name(k))),
-        // Headers, half of them with a path.
-        81..89 => {
-            s.headers.push(match rng.below(3) {
-                0 => ("x-tenant".into(), vec![format!("t{svc}")]),
-                1 => ("user-agent".into(), vec![format!("*bot{svc}*")]),
-                _ => ("x-canary".into(), vec![format!("{}-on", name(svc))]),
+        // `www.name.*` and `*name*` hosts.
+        77..79 => s.host.push(if rng.chance(75) {
+            format!("www.{}.*", name(k))
+        } else {
+            format!("*{}*", name(k))
+        }),
+        // Headers, most with a path; a few user-agent patterns.
+        79..87 => {
+            s.headers.push(match rng.below(10) {
+                0..5 => ("x-tenant".into(), vec![format!("t{svc}")]),
+                5..9 => ("x-canary".into(), vec![format!("{}-on", name(svc))]),
+                _ => ("user-agent".into(), vec![format!("*bot{}*", svc % 8)]),
             });
-            if rng.chance(50) {
+            if rng.chance(65) {
                 s.path.push(format!("/{}/*", name(svc)));
             }
         }
-        // Query, a third with a path.
-        89..94 => {
+        // Query, half with a path.
+        87..92 => {
             s.query.push(if rng.chance(50) {
                 (Some("version".into()), format!("v{svc}*"))
             } else {
                 (None, format!("debug{svc}"))
             });
-            if rng.chance(30) {
+            if rng.chance(50) {
                 s.path.push(format!("/{}/*", name(svc)));
             }
         }
-        // Source address, with or without a method.
+        // Source address, half with a path, half with a method.
         _ => {
             let a = (svc % 250) as u8;
             s.source_ip.push(format!("10.{a}.0.0/16"));
             l.source = IpAddr::V4(Ipv4Addr::new(10, a, 7, 9));
+            if rng.chance(50) {
+                s.path.push(format!("/internal/{}/*", name(svc)));
+            }
             if rng.chance(50) {
                 s.method = vec!["POST".into(), "PUT".into()];
                 l.method = "PUT".into();

@@ -86,28 +86,25 @@ pub(crate) fn matches(c: &Conditions, req: &RequestView) -> bool {
     true
 }
 
-/// Any query condition matching any (percent-decoded) key/value pair.
+/// Any query condition matching any (percent-decoded) key/value pair. Allocates
+/// only for a pair with `%` escapes.
 fn query_matches(c: &Conditions, query: &str) -> bool {
-    let mut key = String::new();
-    let mut value = String::new();
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
+    query.split('&').filter(|p| !p.is_empty()).any(|pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        key.clear();
-        value.clear();
-        decode_into(k, &mut key);
-        decode_into(v, &mut value);
-        if c.query
+        let (key, value) = (decode(k), decode(v));
+        c.query
             .iter()
             .any(|q| q.key.as_ref().is_none_or(|kp| kp.is_match(&key)) && q.value.is_match(&value))
-        {
-            return true;
-        }
-    }
-    false
+    })
 }
 
-fn decode_into(s: &str, out: &mut String) {
-    out.push_str(&percent_encoding::percent_decode_str(s).decode_utf8_lossy());
+/// Percent-decodes `s`, invalid UTF-8 replaced; borrows when nothing is escaped.
+fn decode(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains('%') {
+        percent_encoding::percent_decode_str(s).decode_utf8_lossy()
+    } else {
+        std::borrow::Cow::Borrowed(s)
+    }
 }
 
 #[cfg(test)]

@@ -3,21 +3,27 @@
 //! at a few candidate lists instead of every rule.
 //!
 //! Invariant: every candidate list holds rule indices in ascending order, and for
-//! every request the union of the lists a lookup gathers holds every rule that can
-//! match it (indexes only ever narrow by a condition the rule requires). Candidates
-//! are then checked in ascending index order with the full [`matches`], so the
-//! answer is exactly the linear scan's.
+//! every request the lists a lookup gathers hold, together, every rule that can
+//! match it (an index only ever narrows by a condition the rule requires).
+//! Candidates are then checked in ascending index order with the full `matches`,
+//! so the answer is exactly the linear scan's.
 //!
-//! - Host index: rules whose every host pattern is an exact name (hash map) or ends
-//!   in a literal with a dot (`*.example.com`, `*shop.example.com`, `?.cdn.example.org`):
+//! - Host index: rules whose every host pattern is an exact name (hash map), ends
+//!   in a literal with a dot (`*.example.com`, `*shop.example.com`, `?.cdn.example.org`:
 //!   keyed by that literal from its first dot, found by looking up the request
-//!   host's last few dot-suffixes (`*` spans dots, so `a.b.example.com` finds
-//!   `.example.com`).
+//!   host's dot-suffixes; `*` spans dots, so `a.b.example.com` finds `.example.com`),
+//!   or else starts with one (`www.example.*`: keyed by the literal up to its last
+//!   dot, found among the host's dot-prefixes).
 //! - Path index: other rules whose every path pattern starts with a literal
-//!   (`/api/v3/*`, `/img/*/thumb?.png` under `/img/`) or is exact: a byte trie walked
-//!   along the request path.
-//! - Residual: the rest (no host and no path, `*`-led paths, `www.*` hosts,
+//!   (`/api/v3/*`, `/img/*/thumb?.png` under `/img/`) or is exact: a path-compressed
+//!   byte trie walked along the request path.
+//! - Residual: the rest (no host and no path, `*`-led paths, `*admin*` hosts,
 //!   header/query/method/source-ip-only rules), candidates for every request.
+//!
+//! Before the full match, each candidate passes a guard: a few bit tests of
+//! necessary conditions (method, source network, first and last bytes and byte
+//! classes of host and path, header names and value bytes, query keys or values)
+//! that turn most residual rules away in a few nanoseconds.
 //!
 //! A lookup allocates nothing and takes no lock: the lists it merges sit in a small
 //! array on the stack, and the rare request that would need more (or an over-long
@@ -28,10 +34,10 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use super::pattern::{Pattern, PatternKind};
 use super::{RequestView, matches};
-use crate::snapshot::{Conditions, Rule};
+use crate::snapshot::{Conditions, QueryCondition, Rule};
 
 /// Candidate lists one lookup merges at most; beyond, it scans linearly.
-const MAX_SOURCES: usize = 24;
+const MAX_SOURCES: usize = 16;
 /// Longest host that is lower-cased on the stack (DNS names have at most 253).
 const HOST_BUF: usize = 256;
 
@@ -43,8 +49,8 @@ pub struct RuleTable {
     exact: KeyMap,
     /// Host suffix starting at a dot (ASCII lower-case) to rule indices.
     dot_suffix: KeyMap,
-    /// Most dots in a `dot_suffix` key: deeper suffixes of a host cannot be keys.
-    suffix_dots: usize,
+    /// Host prefix ending at a dot (ASCII lower-case) to rule indices.
+    dot_prefix: KeyMap,
     paths: PathTrie,
     residual: Box<[u32]>,
     /// Cheap necessary conditions, by rule index.
@@ -66,7 +72,7 @@ impl RuleTable {
     pub fn build(rules: &[Rule]) -> RuleTable {
         let mut exact = Lists::default();
         let mut dot_suffix = Lists::default();
-        let mut suffix_dots = 0;
+        let mut dot_prefix = Lists::default();
         let mut paths = TrieBuilder::new();
         let mut residual = Vec::new();
         // Indices are u32; a listener never has that many rules, but stay correct.
@@ -82,10 +88,8 @@ impl RuleTable {
                 for key in keys {
                     match key {
                         HostKey::Exact(k) => exact.add(k, i),
-                        HostKey::DotSuffix(k) => {
-                            suffix_dots = suffix_dots.max(k.iter().filter(|&&b| b == b'.').count());
-                            dot_suffix.add(k, i);
-                        }
+                        HostKey::DotSuffix(k) => dot_suffix.add(k, i),
+                        HostKey::DotPrefix(k) => dot_prefix.add(k, i),
                     }
                 }
             } else if let Some(keys) = path_keys(&c.path) {
@@ -100,7 +104,7 @@ impl RuleTable {
             len,
             exact: exact.freeze(),
             dot_suffix: dot_suffix.freeze(),
-            suffix_dots,
+            dot_prefix: dot_prefix.freeze(),
             paths: paths.freeze(),
             residual: residual.into_boxed_slice(),
             guards: rules.iter().map(|r| Guard::of(&r.conditions)).collect(),
@@ -110,7 +114,8 @@ impl RuleTable {
     /// How many rules each index holds (a rule in both host maps counts once).
     pub fn stats(&self) -> TableStats {
         let mut host = vec![false; self.guards.len()];
-        for list in self.exact.values().chain(self.dot_suffix.values()) {
+        let maps = [&self.exact, &self.dot_suffix, &self.dot_prefix];
+        for list in maps.iter().flat_map(|m| m.map.values()) {
             for &i in list.iter() {
                 if let Some(h) = host.get_mut(i as usize) {
                     *h = true;
@@ -134,8 +139,13 @@ impl RuleTable {
         if rules.len() != self.len {
             return linear(rules, req);
         }
-        let mut lower = [0u8; HOST_BUF];
-        let host = if req.host.bytes().any(|b| b.is_ascii_uppercase()) {
+        let mut lower;
+        let host = if req
+            .host
+            .bytes()
+            .fold(false, |u, b| u | b.is_ascii_uppercase())
+        {
+            lower = [0u8; HOST_BUF];
             let Some(buf) = lower.get_mut(..req.host.len()) else {
                 return linear(rules, req);
             };
@@ -145,35 +155,60 @@ impl RuleTable {
         } else {
             req.host.as_bytes()
         };
-        let mut src = Sources::default();
+        let mut src = Sources::new();
         if let Some(list) = self.exact.get(host) {
             src.push(list);
         }
+        // A key with d dots can only be the part of the host from (or up to) its
+        // d-th dot from the end (or the start).
         let mut end = host.len();
-        for _ in 0..self.suffix_dots {
+        for depth in 1..=self.dot_suffix.max_dots {
             let Some(dot) = host
                 .get(..end)
                 .and_then(|h| h.iter().rposition(|&b| b == b'.'))
             else {
                 break;
             };
-            if let Some(list) = host.get(dot..).and_then(|k| self.dot_suffix.get(k)) {
+            if let Some(list) = host
+                .get(dot..)
+                .and_then(|k| self.dot_suffix.get_at(depth, k))
+            {
                 src.push(list);
             }
             end = dot;
+        }
+        let mut start = 0;
+        for depth in 1..=self.dot_prefix.max_dots {
+            let Some(dot) = host
+                .get(start..)
+                .and_then(|h| h.iter().position(|&b| b == b'.'))
+            else {
+                break;
+            };
+            let dot = start + dot;
+            if let Some(list) = host
+                .get(..=dot)
+                .and_then(|k| self.dot_prefix.get_at(depth, k))
+            {
+                src.push(list);
+            }
+            start = dot + 1;
         }
         self.paths.collect(req.path.as_bytes(), &mut src);
         src.push(&self.residual);
         if src.overflow {
             return linear(rules, req);
         }
-        let method = method_bit(req.method);
-        src.first(|i| {
+        let mut probe = Probe::new(req, host);
+        while let Some(i) = src.next() {
             let i = i as usize;
-            self.guards.get(i).is_some_and(|g| g.admits(method, req))
-                && rules.get(i).is_some_and(|r| matches(&r.conditions, req))
-        })
-        .map(|i| i as usize)
+            if let (Some(g), Some(r)) = (self.guards.get(i), rules.get(i)) {
+                if probe.admits(g) && matches(&r.conditions, req) {
+                    return Some(i);
+                }
+            }
+        }
+        None
     }
 }
 
@@ -181,15 +216,28 @@ fn linear(rules: &[Rule], req: &RequestView) -> Option<usize> {
     rules.iter().position(|r| matches(&r.conditions, req))
 }
 
-/// Up to [`MAX_SOURCES`] sorted candidate lists, merged on the fly.
-#[derive(Default)]
+/// Up to [`MAX_SOURCES`] non-empty sorted candidate lists, merged on the fly.
 struct Sources<'a> {
     lists: [&'a [u32]; MAX_SOURCES],
     n: usize,
     overflow: bool,
+    /// The list now being drained, while its head is below `bound` (the least
+    /// head of the others): most steps take one element without comparing lists.
+    run: usize,
+    bound: u32,
 }
 
 impl<'a> Sources<'a> {
+    fn new() -> Self {
+        Sources {
+            lists: [&[]; MAX_SOURCES],
+            n: 0,
+            overflow: false,
+            run: 0,
+            bound: 0,
+        }
+    }
+
     fn push(&mut self, list: &'a [u32]) {
         if list.is_empty() {
             return;
@@ -203,62 +251,433 @@ impl<'a> Sources<'a> {
         }
     }
 
-    /// The smallest candidate, over all lists, that `accept` takes; each candidate
-    /// is offered once, in ascending order.
-    fn first(mut self, mut accept: impl FnMut(u32) -> bool) -> Option<u32> {
-        let lists = self.lists.get_mut(..self.n).unwrap_or_default();
-        loop {
-            let live = lists.iter().filter(|l| !l.is_empty()).count();
-            if live <= 1 {
-                let rest = lists
-                    .iter()
-                    .find(|l| !l.is_empty())
-                    .copied()
-                    .unwrap_or_default();
-                return rest.iter().copied().find(|&i| accept(i));
-            }
-            let min = lists.iter().filter_map(|l| l.first()).copied().min()?;
-            for l in lists.iter_mut() {
-                if let [first, rest @ ..] = *l {
-                    if *first == min {
-                        *l = rest;
-                    }
+    /// Takes the smallest candidate left over all lists; each comes once, in
+    /// ascending order.
+    #[inline]
+    fn next(&mut self) -> Option<u32> {
+        if let Some(list) = self.lists.get_mut(self.run) {
+            if let Some((&head, rest)) = list.split_first() {
+                if head < self.bound {
+                    *list = rest;
+                    return Some(head);
                 }
             }
-            if accept(min) {
-                return Some(min);
+        }
+        self.step()
+    }
+
+    /// Takes the least head (from every list it heads), drops lists that run out,
+    /// and picks the next run.
+    fn step(&mut self) -> Option<u32> {
+        let live = self.lists.get_mut(..self.n).unwrap_or_default();
+        let min = live.iter().filter_map(|l| l.first()).copied().min()?;
+        let mut n = 0;
+        let (mut least, mut second) = ((u32::MAX, 0), u32::MAX);
+        for j in 0..live.len() {
+            let list = live.get(j).copied().unwrap_or_default();
+            let rest = match list {
+                [first, rest @ ..] if *first == min => rest,
+                _ => list,
+            };
+            if let (Some(&head), Some(slot)) = (rest.first(), live.get_mut(n)) {
+                *slot = rest;
+                if head < least.0 {
+                    (least, second) = ((head, n), least.0);
+                } else {
+                    second = second.min(head);
+                }
+                n += 1;
             }
+        }
+        self.n = n;
+        // With no list left, `run` points past them all.
+        (self.run, self.bound) = if n == 0 {
+            (usize::MAX, 0)
+        } else {
+            (least.1, second)
+        };
+        Some(min)
+    }
+}
+
+/// Per-rule necessary conditions, checked before the full match, that turn most
+/// candidates away in a few instructions.
+///
+/// A request is described by the states it is in (its method, the class of its
+/// host's first byte, the byte classes missing from its path, ...), one bit each
+/// in [`WORDS`] words; a rule lists the states it cannot match in. The rule is
+/// turned away when the two share a bit. States fold many requests together, so
+/// a guard may let a rule through that then fails, never the reverse.
+#[derive(Clone, Copy, Debug, Default)]
+struct Guard {
+    forbid: [u64; WORDS],
+    /// Exact query keys, and exact values of keyless conditions ([`sample_bit`]):
+    /// the request has one of them when every condition is such (0s: no test).
+    query_any: [u64; 2],
+    /// Header names the rule requires, [`sample_bit`]: all present (0: no test).
+    headers_all: u64,
+    /// For one header of the rule (slot: its name's [`sample_bit`] index), the
+    /// byte classes all its value patterns have (0: no test).
+    header_value: u64,
+    header_slot: u8,
+}
+
+/// Word 0: method, source address buckets, emptiness. Then, by [`byte_class`]:
+/// first and last host byte, last path byte, classes absent from host and path.
+const WORDS: usize = 6;
+const METHOD_BITS: u64 = 0x3ff;
+/// 16 buckets by first octet (the last one: IPv6).
+const SRC8_SHIFT: u32 = 10;
+/// 32 buckets by first two octets (the last one: IPv6).
+const SRC16_SHIFT: u32 = 26;
+const HOST_EMPTY: u64 = 1 << 58;
+const PATH_EMPTY: u64 = 1 << 59;
+const QUERY_EMPTY: u64 = 1 << 60;
+
+const KEY_SEED: u64 = 0x4b45_5900;
+const VALUE_SEED: u64 = 0x5641_4c00;
+const HEADER_SEED: u64 = 0x4844_5200;
+
+impl Guard {
+    fn of(c: &Conditions) -> Guard {
+        let mut f = [0u64; WORDS];
+        if !c.method.is_empty() {
+            f[0] |= METHOD_BITS & !c.method.iter().fold(0, |m, name| m | method_bit(name));
+        }
+        if !c.query.is_empty() {
+            f[0] |= QUERY_EMPTY;
+        }
+        f[0] |= source_forbid(&c.source_ip);
+        let plain_host = c.host.iter().all(|p| !p.options().backslash_escapes);
+        let plain_path = c
+            .path
+            .iter()
+            .all(|p| !p.options().case_insensitive && !p.options().backslash_escapes);
+        let first = |p: &Pattern| p.as_str().bytes().next();
+        let last = |p: &Pattern| p.as_str().bytes().next_back();
+        if plain_host && !c.host.is_empty() {
+            let lower = |b: u8| b.to_ascii_lowercase();
+            if let Some(ok) = end_classes(&c.host, |p| first(p).map(lower)) {
+                (f[0], f[1]) = (f[0] | HOST_EMPTY, !ok);
+            }
+            if let Some(ok) = end_classes(&c.host, |p| last(p).map(lower)) {
+                (f[0], f[2]) = (f[0] | HOST_EMPTY, !ok);
+            }
+            f[4] = c
+                .host
+                .iter()
+                .fold(u64::MAX, |m, p| m & literal_classes(p, true));
+        }
+        if plain_path && !c.path.is_empty() {
+            if let Some(ok) = end_classes(&c.path, last) {
+                (f[0], f[3]) = (f[0] | PATH_EMPTY, !ok);
+            }
+            f[5] = c
+                .path
+                .iter()
+                .fold(u64::MAX, |m, p| m & literal_classes(p, false));
+        }
+        // The header whose values need the most byte classes.
+        let (header_slot, header_value) = c
+            .headers
+            .iter()
+            .filter(|(_, values)| !values.is_empty())
+            .filter(|(_, values)| values.iter().all(|p| !p.options().backslash_escapes))
+            .map(|(name, values)| {
+                let need = values
+                    .iter()
+                    .fold(u64::MAX, |m, p| m & literal_classes(p, true));
+                (sample_index(name.as_bytes(), HEADER_SEED), need)
+            })
+            .max_by_key(|(_, need)| need.count_ones())
+            .unwrap_or_default();
+        Guard {
+            forbid: f,
+            query_any: query_guard(&c.query).unwrap_or_default(),
+            headers_all: c.headers.iter().fold(0, |m, (name, _)| {
+                m | sample_bit(name.as_bytes(), HEADER_SEED)
+            }),
+            header_value,
+            header_slot,
         }
     }
 }
 
-/// Per-rule necessary conditions checked before the full match: cheaper than it,
-/// and they reject most residual rules for most requests.
-#[derive(Clone, Copy, Debug, Default)]
-struct Guard {
-    /// Bits of the methods the rule allows (see [`method_bit`]); 0: any method.
-    methods: u16,
-    /// The rule has query conditions, so an empty query cannot match.
-    query: bool,
+/// The classes of the byte every pattern starts (or ends) with, when each has a
+/// literal one there.
+fn end_classes(patterns: &[Pattern], end: impl Fn(&Pattern) -> Option<u8>) -> Option<u64> {
+    patterns.iter().try_fold(0, |m, p| {
+        let b = end(p).filter(|b| !matches!(b, b'*' | b'?'))?;
+        Some(m | class_bit(b))
+    })
 }
 
-impl Guard {
-    fn of(c: &Conditions) -> Guard {
-        Guard {
-            methods: c.method.iter().fold(0, |m, name| m | method_bit(name)),
-            query: !c.query.is_empty(),
+/// The classes of a pattern's literal bytes, ASCII lower-cased if `fold`.
+fn literal_classes(p: &Pattern, fold: bool) -> u64 {
+    p.as_str()
+        .bytes()
+        .filter(|b| !matches!(b, b'*' | b'?'))
+        .fold(0, |m, b| {
+            m | class_bit(if fold { b.to_ascii_lowercase() } else { b })
+        })
+}
+
+/// The classes present in `text`; all of them for a text too long to scan here
+/// (so that none counts as absent).
+fn text_classes(text: &[u8]) -> u64 {
+    if text.len() > HOST_BUF {
+        return u64::MAX;
+    }
+    text.iter().fold(0, |m, &b| m | class_bit(b))
+}
+
+/// `[keys, values]` bits of a rule's query conditions, when each has an exact key
+/// or no key and an exact value.
+fn query_guard(query: &[QueryCondition]) -> Option<[u64; 2]> {
+    query
+        .iter()
+        .try_fold([0, 0], |[keys, values], q| match &q.key {
+            Some(k) if k.kind() == PatternKind::Exact => {
+                Some([keys | sample_bit(k.literal()?.as_bytes(), KEY_SEED), values])
+            }
+            None if q.value.kind() == PatternKind::Exact => Some([
+                keys,
+                values | sample_bit(q.value.literal()?.as_bytes(), VALUE_SEED),
+            ]),
+            _ => None,
+        })
+}
+
+/// One class of 64 per byte: its own for each lower-case letter, digit, `/`, `.`
+/// and `-`; upper-case letters share 24; all other bytes share one.
+const fn byte_class(b: u8) -> u8 {
+    match b {
+        b'a'..=b'z' => b - b'a',
+        b'0'..=b'9' => 26 + b - b'0',
+        b'A'..=b'Z' => 36 + (b - b'A') % 24,
+        b'/' => 60,
+        b'.' => 61,
+        b'-' => 62,
+        _ => 63,
+    }
+}
+
+const CLASS_BITS: [u64; 256] = {
+    let mut t = [0u64; 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] = 1 << byte_class(b as u8);
+        b += 1;
+    }
+    t
+};
+
+#[inline]
+fn class_bit(b: u8) -> u64 {
+    CLASS_BITS[usize::from(b)]
+}
+
+/// One of 64 for a name or value, from its length and three of its bytes, ASCII
+/// lower-cased: equal texts (ignoring ASCII case) get the same index.
+fn sample_index(text: &[u8], seed: u64) -> u8 {
+    let at = |i: usize| u64::from(text.get(i).map_or(0, u8::to_ascii_lowercase));
+    let n = text.len();
+    let h = (n as u64) ^ at(0) << 8 ^ at(n / 2) << 16 ^ at(n.wrapping_sub(1)) << 24 ^ seed;
+    (h.wrapping_mul(K) >> 58) as u8
+}
+
+fn sample_bit(text: &[u8], seed: u64) -> u64 {
+    1 << sample_index(text, seed)
+}
+
+/// Source buckets `(src8, src16)` of an address: by first octet, by the first two,
+/// the last bucket of each for IPv6.
+fn source_buckets(ip: std::net::IpAddr) -> (u32, u32) {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            (u32::from(a) % 15, (u32::from(a) << 8 | u32::from(b)) % 31)
+        }
+        std::net::IpAddr::V6(_) => (15, 31),
+    }
+}
+
+/// The source buckets no address of `nets` is in (0 when there are no nets or
+/// one is too wide to say).
+fn source_forbid(nets: &[ipnet::IpNet]) -> u64 {
+    if nets.is_empty() {
+        return 0;
+    }
+    let (mut ok8, mut ok16, mut fine8, mut fine16) = (0u64, 0u64, true, true);
+    for net in nets {
+        let (b8, b16) = source_buckets(net.network());
+        ok8 |= 1 << b8;
+        ok16 |= 1 << b16;
+        if let ipnet::IpNet::V4(n) = net {
+            fine8 &= n.prefix_len() >= 8;
+            fine16 &= n.prefix_len() >= 16;
+        }
+    }
+    let mut forbid = 0;
+    if fine8 {
+        forbid |= (0xffff & !ok8) << SRC8_SHIFT;
+    }
+    if fine16 {
+        forbid |= (0xffff_ffff & !ok16) << SRC16_SHIFT;
+    }
+    forbid
+}
+
+/// One request's side of the guards; header and query bits are gathered on first
+/// need.
+struct Probe<'r, 'a> {
+    req: &'r RequestView<'a>,
+    state: [u64; WORDS],
+    query: Option<[u64; 2]>,
+    headers: Option<u64>,
+    /// By header-name slot (its low four bits), the byte classes of the values
+    /// (ASCII lower-cased), for the slots in `values_done`.
+    values: [u64; 16],
+    values_done: u16,
+}
+
+impl<'r, 'a> Probe<'r, 'a> {
+    /// `host` is the request's, ASCII lower-cased.
+    fn new(req: &'r RequestView<'a>, host: &[u8]) -> Self {
+        let path = req.path.as_bytes();
+        let end = |b: Option<&u8>| b.map_or(0, |b| class_bit(*b));
+        let (b8, b16) = source_buckets(req.source);
+        let empty = |is: bool, bit: u64| if is { bit } else { 0 };
+        Probe {
+            req,
+            state: [
+                method_bit(req.method)
+                    | 1 << (SRC8_SHIFT + b8)
+                    | 1 << (SRC16_SHIFT + b16)
+                    | empty(host.is_empty(), HOST_EMPTY)
+                    | empty(path.is_empty(), PATH_EMPTY)
+                    | empty(req.query.is_empty(), QUERY_EMPTY),
+                end(host.first()),
+                end(host.last()),
+                end(path.last()),
+                !text_classes(host),
+                !text_classes(path),
+            ],
+            query: None,
+            headers: None,
+            values: [0; 16],
+            values_done: 0,
         }
     }
 
     #[inline]
-    fn admits(self, method: u16, req: &RequestView) -> bool {
-        (self.methods == 0 || self.methods & method != 0) && !(self.query && req.query.is_empty())
+    fn admits(&mut self, g: &Guard) -> bool {
+        let hit = self
+            .state
+            .iter()
+            .zip(&g.forbid)
+            .fold(0, |m, (s, f)| m | (s & f));
+        if hit != 0 {
+            return false;
+        }
+        let req = self.req;
+        if g.query_any != [0, 0] {
+            let [keys, values] = *self.query.get_or_insert_with(|| query_bits(req.query));
+            if g.query_any[0] & keys | g.query_any[1] & values == 0 {
+                return false;
+            }
+        }
+        if g.headers_all != 0
+            && g.headers_all & !*self.headers.get_or_insert_with(|| header_bits(req)) != 0
+        {
+            return false;
+        }
+        if g.header_value == 0 {
+            return true;
+        }
+        let slot = g.header_slot & 15;
+        if self.values_done & 1 << slot == 0 {
+            self.values_done |= 1 << slot;
+            if let Some(v) = self.values.get_mut(usize::from(slot)) {
+                *v = header_values(req, slot);
+            }
+        }
+        self.values
+            .get(usize::from(slot))
+            .is_none_or(|have| g.header_value & !have == 0)
     }
+}
+
+/// The byte classes (ASCII lower-cased) of the values of the headers whose
+/// name's slot has the low four bits `slot`.
+fn header_values(req: &RequestView, slot: u8) -> u64 {
+    let mut classes = 0;
+    (req.headers)(&mut |name, value| {
+        if sample_index(name.as_bytes(), HEADER_SEED) & 15 == slot {
+            classes |= if value.len() > HOST_BUF {
+                u64::MAX
+            } else {
+                value
+                    .bytes()
+                    .fold(0, |m, b| m | class_bit(b.to_ascii_lowercase()))
+            };
+        }
+        false
+    });
+    classes
+}
+
+fn header_bits(req: &RequestView) -> u64 {
+    let mut bits = 0;
+    (req.headers)(&mut |name, _| {
+        bits |= sample_bit(name.as_bytes(), HEADER_SEED);
+        false
+    });
+    bits
+}
+
+/// `[keys, values]` bits of the percent-decoded keys and values, as the query
+/// condition sees them; all bits for a part whose decoding is not plain ASCII
+/// (lossy UTF-8 decoding could change it) or too long to sample on the stack.
+fn query_bits(query: &str) -> [u64; 2] {
+    query
+        .as_bytes()
+        .split(|&b| b == b'&')
+        .filter(|p| !p.is_empty())
+        .fold([0, 0], |[keys, values], pair| {
+            let (k, v) = match pair.iter().position(|&b| b == b'=') {
+                Some(eq) => {
+                    let (k, v) = pair.split_at(eq);
+                    (k, v.get(1..).unwrap_or_default())
+                }
+                None => (pair, &[][..]),
+            };
+            [
+                keys | decoded_bit(k, KEY_SEED),
+                values | decoded_bit(v, VALUE_SEED),
+            ]
+        })
+}
+
+fn decoded_bit(part: &[u8], seed: u64) -> u64 {
+    if !part.contains(&b'%') {
+        return sample_bit(part, seed);
+    }
+    let mut buf = [0u8; 128];
+    let mut n = 0;
+    for b in percent_encoding::percent_decode(part) {
+        match buf.get_mut(n) {
+            Some(slot) if b.is_ascii() => *slot = b,
+            _ => return u64::MAX,
+        }
+        n += 1;
+    }
+    sample_bit(buf.get(..n).unwrap_or_default(), seed)
 }
 
 /// One bit per common method, one shared by all others (exact, case-sensitive,
 /// as the method condition compares).
-fn method_bit(m: &str) -> u16 {
+fn method_bit(m: &str) -> u64 {
     match m {
         "GET" => 1,
         "HEAD" => 1 << 1,
@@ -276,6 +695,7 @@ fn method_bit(m: &str) -> u16 {
 enum HostKey {
     Exact(Vec<u8>),
     DotSuffix(Vec<u8>),
+    DotPrefix(Vec<u8>),
 }
 
 /// The host index keys of a host condition, or `None` when it has none or any of
@@ -296,12 +716,16 @@ fn host_keys(host: &[Pattern]) -> Option<Vec<HostKey>> {
             }
             // The literal after the last wildcard must end the host; from its first
             // dot on, it is a suffix of the host that starts at one of its dots.
-            let src = p.as_str();
-            let tail = src.rfind(['*', '?']).map_or(src, |w| &src[w + 1..]);
-            let dot = tail.find('.')?;
-            Some(HostKey::DotSuffix(
-                tail[dot..].to_ascii_lowercase().into_bytes(),
-            ))
+            // Failing that, the literal before the first wildcard must start it;
+            // up to its last dot, it is a prefix of the host that ends at a dot.
+            let src = p.as_str().to_ascii_lowercase();
+            let tail = src.rfind(['*', '?']).map_or(&*src, |w| &src[w + 1..]);
+            if let Some(dot) = tail.find('.') {
+                return Some(HostKey::DotSuffix(tail.as_bytes()[dot..].to_vec()));
+            }
+            let lead = &src[..src.find(['*', '?']).unwrap_or(src.len())];
+            let dot = lead.rfind('.')?;
+            Some(HostKey::DotPrefix(lead.as_bytes()[..=dot].to_vec()))
         })
         .collect()
 }
@@ -353,13 +777,47 @@ impl Hasher for KeyHasher {
         self.0 = h;
     }
 
+    fn write_usize(&mut self, n: usize) {
+        // Only slice lengths come here; `write` already folds in the tail length.
+        self.0 ^= n as u64;
+    }
+
     fn finish(&self) -> u64 {
         let h = self.0;
         (h ^ (h >> 29)).wrapping_mul(K) ^ (h >> 32)
     }
 }
 
-type KeyMap = HashMap<Box<[u8]>, Box<[u32]>, BuildHasherDefault<KeyHasher>>;
+/// Host keys to rule lists, with the key lengths and dot counts present, to skip
+/// most misses without hashing.
+struct KeyMap {
+    map: HashMap<Box<[u8]>, Box<[u32]>, BuildHasherDefault<KeyHasher>>,
+    /// Bit `min(len, 127)` for each key length.
+    lengths: u128,
+    /// Bit `min(dots, 63)` for each key's number of dots.
+    depths: u64,
+    /// Most dots in a key.
+    max_dots: usize,
+}
+
+impl KeyMap {
+    #[inline]
+    fn get(&self, key: &[u8]) -> Option<&[u32]> {
+        if self.lengths & (1 << key.len().min(127)) == 0 {
+            return None;
+        }
+        self.map.get(key).map(|l| &**l)
+    }
+
+    /// [`KeyMap::get`] for a key known to hold `dots` dots.
+    #[inline]
+    fn get_at(&self, dots: usize, key: &[u8]) -> Option<&[u32]> {
+        if self.depths & (1 << dots.min(63)) == 0 {
+            return None;
+        }
+        self.get(key)
+    }
+}
 
 /// Rule lists by key while building; each list ascending and without repeats.
 #[derive(Default)]
@@ -374,24 +832,38 @@ impl Lists {
     }
 
     fn freeze(self) -> KeyMap {
-        self.0
-            .into_iter()
-            .map(|(k, v)| (k.into_boxed_slice(), v.into_boxed_slice()))
-            .collect()
+        let dots = |k: &[u8]| k.iter().filter(|&&b| b == b'.').count();
+        KeyMap {
+            lengths: self.0.keys().fold(0, |m, k| m | 1 << k.len().min(127)),
+            depths: self.0.keys().fold(0, |m, k| m | 1 << dots(k).min(63)),
+            max_dots: self.0.keys().map(|k| dots(k)).max().unwrap_or(0),
+            map: self
+                .0
+                .into_iter()
+                .map(|(k, v)| (k.into_boxed_slice(), v.into_boxed_slice()))
+                .collect(),
+        }
     }
 }
 
-/// Byte trie over path-pattern literals. A node's `prefix` rules match paths that
-/// start with the node's bytes, its `exact` rules paths equal to them.
+/// Path-compressed byte trie over path-pattern literals. A node stands for the
+/// bytes on the way to it: its `prefix` rules match paths that start with them,
+/// its `exact` rules paths equal to them. A node without rules and with one child
+/// is merged into that child, so a walk visits few nodes.
 struct PathTrie {
     nodes: Box<[TrieNode]>,
-    /// Children of all nodes, each node's run sorted by byte.
+    /// Children of all nodes, as (first byte of the child's label, child); each
+    /// node's run sorted by byte.
     edges: Box<[(u8, u32)]>,
+    /// The bytes of all node labels.
+    labels: Box<[u8]>,
     rules: Box<[u32]>,
 }
 
 #[derive(Clone, Copy, Default)]
 struct TrieNode {
+    /// The bytes from the parent to this node.
+    label: (u32, u32),
     edges: (u32, u32),
     prefix: (u32, u32),
     exact: (u32, u32),
@@ -406,16 +878,27 @@ impl PathTrie {
         let Some(mut node) = self.nodes.first() else {
             return;
         };
-        let mut bytes = path.iter();
+        let mut rest = path;
         loop {
             src.push(run(&self.rules, node.prefix));
-            let Some(&b) = bytes.next() else {
+            let Some(&b) = rest.first() else {
                 src.push(run(&self.rules, node.exact));
                 return;
             };
-            let next = run(&self.edges, node.edges).iter().find(|e| e.0 == b);
-            match next.and_then(|&(_, n)| self.nodes.get(n as usize)) {
-                Some(n) => node = n,
+            let edges = run(&self.edges, node.edges);
+            let next = if edges.len() <= 8 {
+                edges.iter().find(|e| e.0 == b)
+            } else {
+                edges
+                    .binary_search_by_key(&b, |e| e.0)
+                    .ok()
+                    .and_then(|i| edges.get(i))
+            };
+            let Some(child) = next.and_then(|&(_, n)| self.nodes.get(n as usize)) else {
+                return;
+            };
+            match rest.strip_prefix(run(&self.labels, child.label)) {
+                Some(r) => (rest, node) = (r, child),
                 None => return,
             }
         }
@@ -462,28 +945,69 @@ impl TrieBuilder {
     }
 
     fn freeze(self) -> PathTrie {
-        let mut nodes = Vec::with_capacity(self.0.len());
-        let mut edges = Vec::new();
-        let mut rules = Vec::new();
-        let span = |v: &mut Vec<u32>, items: &[u32]| {
-            let start = v.len() as u32;
-            v.extend_from_slice(items);
-            (start, v.len() as u32)
-        };
-        for b in &self.0 {
-            let start = edges.len() as u32;
-            edges.extend(b.children.iter().map(|(&k, &v)| (k, v)));
-            nodes.push(TrieNode {
-                edges: (start, edges.len() as u32),
-                prefix: span(&mut rules, &b.prefix),
-                exact: span(&mut rules, &b.exact),
-            });
-        }
+        let mut parts = Parts::default();
+        self.emit(0, &[], &mut parts);
         PathTrie {
-            nodes: nodes.into_boxed_slice(),
-            edges: edges.into_boxed_slice(),
-            rules: rules.into_boxed_slice(),
+            nodes: parts.nodes.into_boxed_slice(),
+            edges: parts.edges.into_boxed_slice(),
+            labels: parts.labels.into_boxed_slice(),
+            rules: parts.rules.into_boxed_slice(),
         }
+    }
+
+    /// Appends the node for build node `at` (reached through `label`) and, before
+    /// its own edges, its subtree; returns its index.
+    fn emit(&self, at: usize, label: &[u8], out: &mut Parts) -> u32 {
+        let index = out.nodes.len();
+        out.nodes.push(TrieNode::default());
+        let Some(b) = self.0.get(at) else {
+            return index as u32;
+        };
+        let mut children = Vec::with_capacity(b.children.len());
+        for (&byte, &child) in &b.children {
+            // Follow the chain of rule-less single-child nodes.
+            let mut chain = vec![byte];
+            let mut c = child as usize;
+            while let Some(n) = self.0.get(c) {
+                match n.children.first_key_value() {
+                    Some((&next_byte, &next))
+                        if n.children.len() == 1 && n.prefix.is_empty() && n.exact.is_empty() =>
+                    {
+                        chain.push(next_byte);
+                        c = next as usize;
+                    }
+                    _ => break,
+                }
+            }
+            children.push((byte, self.emit(c, &chain, out)));
+        }
+        let node = TrieNode {
+            label: Parts::span(&mut out.labels, label),
+            edges: Parts::span(&mut out.edges, &children),
+            prefix: Parts::span(&mut out.rules, &b.prefix),
+            exact: Parts::span(&mut out.rules, &b.exact),
+        };
+        if let Some(slot) = out.nodes.get_mut(index) {
+            *slot = node;
+        }
+        index as u32
+    }
+}
+
+/// A [`PathTrie`]'s arrays while it is built.
+#[derive(Default)]
+struct Parts {
+    nodes: Vec<TrieNode>,
+    edges: Vec<(u8, u32)>,
+    labels: Vec<u8>,
+    rules: Vec<u32>,
+}
+
+impl Parts {
+    fn span<T: Copy>(v: &mut Vec<T>, items: &[T]) -> (u32, u32) {
+        let start = v.len() as u32;
+        v.extend_from_slice(items);
+        (start, v.len() as u32)
     }
 }
 
@@ -639,7 +1163,7 @@ mod tests {
             rule(path(&["*/thumb?.png"])),
         ];
         let s = RuleTable::build(&rules).stats();
-        assert_eq!((s.by_host, s.by_path, s.residual), (1, 1, 2));
+        assert_eq!((s.by_host, s.by_path, s.residual), (2, 1, 1));
         expect(
             &rules,
             &[
@@ -665,11 +1189,16 @@ mod tests {
                 "api-?.example.net",
             ])),
             // One value no index serves puts the whole rule in the residual list.
-            rule(host(&["admin.example.com", "admin.*"])),
+            rule(host(&["admin.example.com", "*admin*"])),
             rule(host(&["*.example.com", "example.com"])),
+            rule(host(&[
+                "www.example.*",
+                "*.cdn.example.org",
+                "static.example.org",
+            ])),
         ];
         let s = RuleTable::build(&rules).stats();
-        assert_eq!((s.by_host, s.residual), (2, 1));
+        assert_eq!((s.by_host, s.residual), (3, 1));
         expect(
             &rules,
             &[
@@ -678,9 +1207,16 @@ mod tests {
                 ("api-7.example.net", "/", Some(0)),
                 ("api-77.example.net", "/", None),
                 ("admin.example.com", "/", Some(1)),
-                ("admin.internal", "/", Some(1)),
+                ("myadmin.internal", "/", Some(1)),
                 ("example.com", "/", Some(2)),
                 ("x.example.com", "/", Some(2)),
+                ("www.example.co.uk", "/", Some(3)),
+                ("www.example.", "/", Some(3)),
+                ("www.example", "/", None),
+                ("wwwexample.com", "/", None),
+                ("a.www.example.net", "/", None),
+                ("a.b.cdn.example.org", "/", Some(3)),
+                ("static.example.org", "/", Some(3)),
             ],
         );
     }
@@ -768,6 +1304,76 @@ mod tests {
         assert_eq!(first(&table, &rules, &r), Some(6));
         r.path = "x".into();
         assert_eq!(first(&table, &rules, &r), None);
+    }
+
+    #[test]
+    fn query_guards_see_decoded_text() {
+        let keyless = |v: &str| Conditions {
+            query: vec![QueryCondition {
+                key: None,
+                value: Pattern::compile(v, PatternOptions::QUERY),
+            }],
+            ..Conditions::default()
+        };
+        let keyed = Conditions {
+            query: vec![QueryCondition {
+                key: Some(Pattern::compile("Version", PatternOptions::QUERY)),
+                value: Pattern::compile("2*", PatternOptions::QUERY),
+            }],
+            ..Conditions::default()
+        };
+        let rules = [
+            rule(keyed),
+            rule(keyless("é")),
+            rule(keyless("\u{fffd}")),
+            rule(keyless("a*b")),
+        ];
+        let table = RuleTable::build(&rules);
+        let mut r = req("x", "/");
+        for (query, want) in [
+            ("VERSION=2", Some(0)),
+            ("%56ersion=2.1", Some(0)),
+            ("version", None),
+            ("x=%C3%A9", Some(1)),
+            ("x=%C3%89", None),
+            ("x=%E9", Some(2)),
+            ("%FF", None),
+            ("%FF=%FF", Some(2)),
+            ("x=a%2Ab", Some(3)),
+            ("x=ab&", Some(3)),
+        ] {
+            r.query = query.into();
+            assert_eq!(first(&table, &rules, &r), want, "{query}");
+        }
+    }
+
+    #[test]
+    fn source_and_method_guards() {
+        let src = |nets: &[&str], methods: &[&str]| Conditions {
+            source_ip: nets.iter().map(|n| n.parse().unwrap()).collect(),
+            method: methods.iter().map(|m| (*m).to_owned()).collect(),
+            ..Conditions::default()
+        };
+        let rules = [
+            rule(src(&["10.1.2.3/16"], &["POST"])),
+            rule(src(&["10.9.0.0/8", "2001:db8::/32"], &[])),
+            rule(src(&["0.0.0.0/0"], &["BREW"])),
+        ];
+        let table = RuleTable::build(&rules);
+        let mut r = req("x", "/");
+        for (ip, method, want) in [
+            ("10.1.200.1", "POST", Some(0)),
+            ("10.1.200.1", "GET", Some(1)),
+            ("10.2.0.1", "POST", Some(1)),
+            ("2001:db8::1", "POST", Some(1)),
+            ("::ffff:10.1.2.3", "POST", None),
+            ("11.1.2.3", "BREW", Some(2)),
+            ("11.1.2.3", "brew", None),
+        ] {
+            r.source = ip.parse().unwrap();
+            r.method = method.into();
+            assert_eq!(first(&table, &rules, &r), want, "{ip} {method}");
+        }
     }
 
     #[test]
@@ -915,7 +1521,16 @@ mod tests {
                 0..2,
             ),
             prop::collection::vec(
-                prop::sample::select(&["10.0.0.0/8", "192.168.1.0/24", "::/0"][..]),
+                prop::sample::select(
+                    &[
+                        "10.0.0.0/8",
+                        "10.1.0.0/16",
+                        "192.168.1.0/24",
+                        "10.1.2.3/32",
+                        "0.0.0.0/1",
+                        "::/0",
+                    ][..],
+                ),
                 0..2,
             ),
         )
@@ -933,7 +1548,20 @@ mod tests {
         (
             text(&['a', 'b', 'A', '.', 'é'], 8),
             text(&['/', 'a', 'b', '*'], 8),
-            prop::sample::select(&["", "k=a", "K%2a=1", "x=aa&k=", "&&", "z=B1"][..]),
+            prop::sample::select(
+                &[
+                    "",
+                    "k=a",
+                    "K%2a=1",
+                    "x=aa&k=",
+                    "&&",
+                    "z=B1",
+                    "%6B=%61",
+                    "b=%E9",
+                    "a",
+                    "k=a%C3%A9",
+                ][..],
+            ),
             prop::sample::select(&["GET", "POST", "BREW", "get"][..]),
             prop::collection::vec(
                 (
@@ -942,7 +1570,16 @@ mod tests {
                 ),
                 0..3,
             ),
-            prop::sample::select(&["10.1.2.3", "192.168.1.9", "8.8.8.8", "::1"][..]),
+            prop::sample::select(
+                &[
+                    "10.1.2.3",
+                    "10.1.9.9",
+                    "192.168.1.9",
+                    "8.8.8.8",
+                    "::1",
+                    "::ffff:10.1.2.3",
+                ][..],
+            ),
         )
             .prop_map(|(host, path, query, method, headers, source)| Req {
                 host,
@@ -952,6 +1589,28 @@ mod tests {
                 headers: headers.into_iter().map(|(n, v)| (n.into(), v)).collect(),
                 source: source.parse().unwrap(),
             })
+    }
+
+    proptest! {
+        #[test]
+        fn sources_merge_into_the_sorted_union(
+            sets in prop::collection::vec(prop::collection::btree_set(0u32..300, 0..40), 0..MAX_SOURCES + 3),
+        ) {
+            let lists: Vec<Vec<u32>> = sets.into_iter().map(|s| s.into_iter().collect()).collect();
+            let mut src = Sources::new();
+            for l in &lists {
+                src.push(l);
+            }
+            let mut want: Vec<u32> = lists.iter().flatten().copied().collect();
+            want.sort_unstable();
+            want.dedup();
+            prop_assert_eq!(src.overflow, lists.iter().filter(|l| !l.is_empty()).count() > MAX_SOURCES);
+            if !src.overflow {
+                let got: Vec<u32> = std::iter::from_fn(|| src.next()).collect();
+                prop_assert_eq!(got, want);
+                prop_assert_eq!(src.next(), None);
+            }
+        }
     }
 
     proptest! {
