@@ -2,8 +2,19 @@
 # Installs what the test suite needs beyond the Rust toolchain. Idempotent.
 #  - aiosmtpd for /usr/bin/python3 (Debian's python3-aiosmtpd): the real SMTP
 #    relay the alert tests (tests/alerts.rs, tests/smtp/relay.py) talk to.
-#  - promtool (Debian's prometheus): tests/promtool.rs checks /metrics with it.
+#  - promtool (Debian's prometheus): tests/promtool.rs checks /metrics with it,
+#    tests/systemd_unit.rs the shipped Prometheus rules.
+#  - systemd-analyze (Debian's systemd): tests/systemd_unit.rs checks the unit.
 set -euo pipefail
+
+if ! command -v systemd-analyze >/dev/null 2>&1; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "install-test-deps: systemd-analyze is missing; run as root: sudo $0 (apt-get install -y systemd)" >&2
+        exit 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y systemd >/dev/null || { apt-get update && apt-get install -y systemd >/dev/null; }
+fi
 
 if ! command -v promtool >/dev/null 2>&1; then
     if [ "$(id -u)" -ne 0 ]; then
