@@ -16,7 +16,7 @@ if ! command -v systemd-analyze >/dev/null 2>&1; then
     apt-get install -y systemd >/dev/null || { apt-get update && apt-get install -y systemd >/dev/null; }
 fi
 
-if ! command -v promtool >/dev/null 2>&1; then
+if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "install-test-deps: promtool is missing; run as root: sudo $0 (apt-get install -y prometheus)" >&2
         exit 1
