@@ -20,16 +20,22 @@ enum Scope {
     Healthy,
     /// Fail-open: every registered target that is not draining.
     All,
+    /// A request that loaded its view just before a reload removed every target
+    /// of the group: it finishes on the tables it started with.
+    Draining,
 }
 
 fn in_scope(scope: Scope, t: &TargetState, zone: &str, node_zone: &str) -> bool {
+    if scope == Scope::Draining {
+        return !t.killed.load(Ordering::Acquire);
+    }
     if t.is_draining() {
         return false;
     }
     match scope {
         Scope::HealthyInZone => t.is_healthy() && zone == node_zone,
         Scope::Healthy => t.is_healthy(),
-        Scope::All => true,
+        Scope::All | Scope::Draining => true,
     }
 }
 
@@ -39,8 +45,10 @@ fn scope(group: &LiveGroup, cfg: &TargetGroup, node_zone: &str) -> Option<Scope>
     let mut healthy = false;
     let mut healthy_here = false;
     let mut any = false;
+    let mut draining = false;
     for (t, tc) in group.targets.iter().zip(&cfg.targets) {
         if t.is_draining() {
+            draining = true;
             continue;
         }
         any = true;
@@ -58,6 +66,8 @@ fn scope(group: &LiveGroup, cfg: &TargetGroup, node_zone: &str) -> Option<Scope>
         Some(Scope::Healthy)
     } else if any && cfg.fail_open {
         Some(Scope::All)
+    } else if !any && draining {
+        Some(Scope::Draining)
     } else {
         None
     }

@@ -221,3 +221,19 @@ fn slow_start_ramps_linearly() {
         1.0
     );
 }
+
+#[test]
+fn a_request_on_a_view_from_before_a_reload_finishes_on_its_draining_targets() {
+    // A reload removed every target of the group; a request that loaded the old
+    // view still gets one of them until its deregistration delay ends.
+    let l = live(THREE);
+    all_healthy(&l);
+    for t in &l.groups[0].targets {
+        t.draining.store(true, Ordering::Relaxed);
+    }
+    assert!(pick_n(&l, 3).iter().all(|p| p.is_ok()));
+    for t in &l.groups[0].targets {
+        t.killed.store(true, Ordering::Relaxed);
+    }
+    assert_eq!(pick_n(&l, 1), vec![Err(NoTarget::Exhausted)]);
+}
