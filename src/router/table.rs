@@ -1358,6 +1358,7 @@ mod tests {
             rule(src(&["10.1.2.3/16"], &["POST"])),
             rule(src(&["10.9.0.0/8", "2001:db8::/32"], &[])),
             rule(src(&["0.0.0.0/0"], &["BREW"])),
+            rule(src(&["172.16.0.0/12"], &[])),
         ];
         let table = RuleTable::build(&rules);
         let mut r = req("x", "/");
@@ -1369,6 +1370,8 @@ mod tests {
             ("::ffff:10.1.2.3", "POST", None),
             ("11.1.2.3", "BREW", Some(2)),
             ("11.1.2.3", "brew", None),
+            ("172.31.9.9", "GET", Some(3)),
+            ("172.32.0.1", "GET", None),
         ] {
             r.source = ip.parse().unwrap();
             r.method = method.into();
@@ -1524,6 +1527,7 @@ mod tests {
                 prop::sample::select(
                     &[
                         "10.0.0.0/8",
+                        "10.0.0.0/12",
                         "10.1.0.0/16",
                         "192.168.1.0/24",
                         "10.1.2.3/32",
