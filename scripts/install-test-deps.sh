@@ -5,7 +5,27 @@
 #  - promtool (Debian's prometheus): tests/promtool.rs checks /metrics with it,
 #    tests/systemd_unit.rs the shipped Prometheus rules.
 #  - systemd-analyze (Debian's systemd): tests/systemd_unit.rs checks the unit.
+#  - keepalived, curl and ip (iproute2): tests/netns.rs runs two fulcrum nodes
+#    sharing a virtual IP with the shipped deploy/keepalived files, in network
+#    namespaces of its own.
 set -euo pipefail
+
+# apt_need <command> <package>: installs <package> when <command> is missing.
+apt_need() {
+    if command -v "$1" >/dev/null 2>&1; then
+        return 0
+    fi
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "install-test-deps: $1 is missing; run as root: sudo $0 (apt-get install -y $2)" >&2
+        exit 1
+    fi
+    echo "install-test-deps: installing $2 (for $1)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y "$2" >/dev/null || { apt-get update && apt-get install -y "$2" >/dev/null; }
+}
+apt_need ip iproute2
+apt_need curl curl
+apt_need keepalived keepalived
 
 if ! command -v systemd-analyze >/dev/null 2>&1; then
     if [ "$(id -u)" -ne 0 ]; then
