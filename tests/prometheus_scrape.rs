@@ -52,6 +52,68 @@ fn loopback_config(admin: u16) -> String {
     text
 }
 
+/// Every PromQL expression of the shipped Grafana dashboard (panels and template
+/// variables), with Grafana's variables filled in, is valid for the real Prometheus,
+/// and every fulcrum metric it names is one fulcrum defines (the SPEC §9 names of
+/// src/metrics.rs; a labelled series only shows in `/metrics` once it is used).
+async fn check_dashboard(prom: u16) {
+    let source = std::fs::read_to_string(repo_root().join("src/metrics.rs")).unwrap();
+    let defined: Vec<&str> = source
+        .split('"')
+        .filter(|w| w.starts_with("fulcrum_") && !w.contains(' '))
+        .collect();
+    assert!(defined.len() >= 24, "{defined:?}");
+    let text =
+        std::fs::read_to_string(repo_root().join("deploy/grafana/fulcrum-dashboard.json")).unwrap();
+    let dash: serde_json::Value = serde_json::from_str(&text).expect("dashboard JSON parses");
+    let mut exprs = Vec::new();
+    fn walk(panels: &serde_json::Value, out: &mut Vec<String>) {
+        for p in panels.as_array().into_iter().flatten() {
+            for t in p["targets"].as_array().into_iter().flatten() {
+                out.push(t["expr"].as_str().expect("target has expr").to_string());
+            }
+            walk(&p["panels"], out);
+        }
+    }
+    walk(&dash["panels"], &mut exprs);
+    assert!(exprs.len() >= 20, "dashboard has {} queries", exprs.len());
+    for v in dash["templating"]["list"].as_array().unwrap() {
+        if let Some(q) = v["query"]
+            .as_str()
+            .and_then(|q| q.strip_prefix("label_values("))
+        {
+            let series = q.rsplit_once(',').expect("label_values(series, label)").0;
+            exprs.push(series.to_string());
+        }
+    }
+    let mut wrong = Vec::new();
+    for e in &exprs {
+        for name in e
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("fulcrum_"))
+        {
+            let base = name.strip_suffix("_bucket").unwrap_or(name);
+            if !defined.contains(&base) {
+                wrong.push(format!("{name}: not a fulcrum metric"));
+            }
+        }
+        let q = e
+            .replace("$__rate_interval", "1m")
+            .replace("$node", ".*")
+            .replace("$listener", ".*")
+            .replace("$target_group", ".*");
+        let enc = percent_encoding::utf8_percent_encode(&q, percent_encoding::NON_ALPHANUMERIC);
+        let raw = format!(
+            "GET /api/v1/query?query={enc} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        );
+        let r = http_request(local(prom), raw.as_bytes()).await.unwrap();
+        if r.status != 200 || !r.text().contains("\"status\":\"success\"") {
+            wrong.push(format!("{q}: {} {}", r.status, r.text()));
+        }
+    }
+    assert!(wrong.is_empty(), "dashboard queries:\n{}", wrong.join("\n"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn prometheus_scrapes_fulcrum() {
     bounded(90, async {
@@ -99,6 +161,7 @@ async fn prometheus_scrapes_fulcrum() {
             .await;
             assert!(body.contains("\"job\":\"fulcrum\""), "{body}");
         }
+        check_dashboard(prom).await;
         drop(f);
     })
     .await;
