@@ -5,6 +5,9 @@
 //! full queue drops the record and counts it in `fulcrum_access_log_dropped_total`).
 //! A plain std thread formats the records, batches the lines in a buffer and
 //! flushes whenever the queue runs empty and at least every 100 ms under load.
+//! When the file cannot take them (a full disk), the buffer keeps what it holds
+//! for the next flush and lines that no longer fit are dropped and counted the
+//! same way, so the log resumes where it stopped once space frees.
 //! SIGHUP calls [`AccessLog::reopen`] so logrotate can move the file away.
 
 use std::fmt::Write as _;
@@ -227,6 +230,9 @@ enum Msg {
 /// ends when the last handle is dropped without `close`).
 struct Shared {
     reopen: AtomicBool,
+    /// Lines dropped: queue full, log closed, or lost to write errors.
+    dropped: AtomicU64,
+    dropped_metric: metrics::Counter,
     /// Held by a test to stall the writer.
     #[cfg(test)]
     gate: Mutex<()>,
@@ -237,8 +243,6 @@ struct Inner {
     tx: SyncSender<Msg>,
     shared: Arc<Shared>,
     closed: AtomicBool,
-    dropped: AtomicU64,
-    dropped_metric: metrics::Counter,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -279,6 +283,8 @@ impl AccessLog {
         let (tx, rx) = mpsc::sync_channel(capacity.max(1));
         let shared = Arc::new(Shared {
             reopen: AtomicBool::new(false),
+            dropped: AtomicU64::new(0),
+            dropped_metric: metrics::counter!(crate::metrics::ACCESS_LOG_DROPPED),
             #[cfg(test)]
             gate: Mutex::new(()),
         });
@@ -300,8 +306,6 @@ impl AccessLog {
                 tx,
                 shared,
                 closed: AtomicBool::new(false),
-                dropped: AtomicU64::new(0),
-                dropped_metric: metrics::counter!(crate::metrics::ACCESS_LOG_DROPPED),
                 thread: Mutex::new(Some(thread)),
             }),
         }))
@@ -327,13 +331,13 @@ impl AccessLog {
     }
 
     fn count_drop(&self) {
-        self.inner.dropped.fetch_add(1, Ordering::Relaxed);
-        self.inner.dropped_metric.increment(1);
+        self.inner.shared.count_dropped(1);
     }
 
-    /// Records dropped so far (also counted in `fulcrum_access_log_dropped_total`).
+    /// Records dropped so far, whether the queue was full or the file could not
+    /// take them (also counted in `fulcrum_access_log_dropped_total`).
     pub fn dropped(&self) -> u64 {
-        self.inner.dropped.load(Ordering::Relaxed)
+        self.inner.shared.dropped.load(Ordering::Relaxed)
     }
 
     /// Reopens the file at its path (after logrotate moved it); called on
@@ -389,6 +393,13 @@ fn open(path: Option<&Path>) -> io::Result<BufWriter<Box<dyn Write + Send>>> {
     Ok(BufWriter::with_capacity(BUFFER, sink))
 }
 
+impl Shared {
+    fn count_dropped(&self, n: u64) {
+        self.dropped.fetch_add(n, Ordering::Relaxed);
+        self.dropped_metric.increment(n);
+    }
+}
+
 struct Writer {
     rx: Receiver<Msg>,
     /// `None`: stdout.
@@ -419,7 +430,7 @@ impl Writer {
                 match msg {
                     Msg::Record(r) => self.write(&r),
                     Msg::Wake => {}
-                    Msg::Close => return self.flush(),
+                    Msg::Close => return self.finish(),
                 }
                 if last_flush.elapsed() >= FLUSH_EVERY {
                     self.flush();
@@ -429,6 +440,7 @@ impl Writer {
             }
             self.flush();
         }
+        self.finish();
     }
 
     fn write(&mut self, r: &Record) {
@@ -437,8 +449,28 @@ impl Writer {
             AccessLogFormat::Alb => format_alb(r, &mut self.line),
             AccessLogFormat::Json => format_json(r, &mut self.line),
         }
+        // On an error nothing of the line was buffered: BufWriter first tries to
+        // make room by flushing, and keeps what it could not write.
         if let Err(e) = self.out.write_all(self.line.as_bytes()) {
+            self.shared.count_dropped(1);
             self.warn("write", &e);
+        }
+    }
+
+    /// The last flush; lines the file still refuses are counted as dropped.
+    fn finish(&mut self) {
+        self.flush();
+        let sink = std::mem::replace(&mut self.out, BufWriter::new(Box::new(io::sink())));
+        self.discard(sink);
+    }
+
+    /// Drops a writer without the flush its `Drop` would try, counting the lines
+    /// still in its buffer (a partly written line counts as dropped).
+    fn discard(&self, old: BufWriter<Box<dyn Write + Send>>) {
+        let (_, buffered) = old.into_parts();
+        let lines = buffered.map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count());
+        if lines > 0 {
+            self.shared.count_dropped(lines as u64);
         }
     }
 
@@ -454,7 +486,10 @@ impl Writer {
         };
         self.flush();
         match open(Some(&path)) {
-            Ok(out) => self.out = out,
+            Ok(out) => {
+                let old = std::mem::replace(&mut self.out, out);
+                self.discard(old);
+            }
             Err(e) => tracing::warn!(
                 path = %path.display(),
                 error = %e,
@@ -750,7 +785,8 @@ mod tests {
         let log = AccessLog::start(&full).unwrap().unwrap();
         (0..2000).for_each(|i| log.submit(numbered(i)));
         log.clone().close();
-        assert_eq!(log.dropped(), 0);
+        // Every line is lost, and counted: those the buffer held at the end too.
+        assert_eq!(log.dropped(), 2000);
     }
 
     #[test]
