@@ -33,6 +33,8 @@ pub const ALERTS_FAILED: &str = "fulcrum_alerts_failed_total";
 pub const ALERTS_DROPPED: &str = "fulcrum_alerts_dropped_total";
 pub const ALERTS_QUEUED: &str = "fulcrum_alerts_queued";
 pub const ACCESS_LOG_DROPPED: &str = "fulcrum_access_log_dropped_total";
+/// Not in SPEC §9: failed writes and removals in the alert spool.
+pub const ALERTS_SPOOL_ERRORS: &str = "fulcrum_alerts_spool_errors_total";
 /// Not an ELB twin: tcp connections that took the splice(2) path.
 pub const L4_SPLICE: &str = "fulcrum_l4_splice_connections_total";
 
@@ -130,8 +132,12 @@ fn describe() {
     describe_counter!(ALERTS_DROPPED, "Alert events dropped, by reason.");
     describe_gauge!(ALERTS_QUEUED, "Alert events waiting in the spool.");
     describe_counter!(
+        ALERTS_SPOOL_ERRORS,
+        "Alert spool writes and removals that failed (a full disk, say)."
+    );
+    describe_counter!(
         ACCESS_LOG_DROPPED,
-        "Access-log lines dropped because the writer fell behind."
+        "Access-log lines dropped because the writer fell behind or the file could not take them."
     );
 }
 

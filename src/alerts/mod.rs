@@ -245,6 +245,7 @@ impl Alerts {
                 true
             }
             Err(e) => {
+                spool_error();
                 tracing::error!(
                     spool_dir = %self.inner.spool.dir().display(),
                     error = %e,
@@ -294,11 +295,18 @@ impl Alerts {
 
 /// Makes the alert series exist at 0 once alerts are configured (SPEC §9).
 fn zero_metrics() {
-    use crate::metrics::{ALERTS_FAILED, ALERTS_SENT};
+    use crate::metrics::{ALERTS_FAILED, ALERTS_SENT, ALERTS_SPOOL_ERRORS};
     metrics::counter!(ALERTS_SENT).increment(0);
+    metrics::counter!(ALERTS_SPOOL_ERRORS).increment(0);
     for kind in relay::FailKind::ALL {
         metrics::counter!(ALERTS_FAILED, "kind" => kind.label()).increment(0);
     }
+}
+
+/// Counts a failed spool write or removal (`fulcrum_alerts_spool_errors_total`);
+/// the caller logs it.
+pub(crate) fn spool_error() {
+    metrics::counter!(crate::metrics::ALERTS_SPOOL_ERRORS).increment(1);
 }
 
 /// A unique, time-ordered event id: `<unix nanos, 20 digits>-<64 random bits>`.

@@ -182,6 +182,7 @@ impl Runner {
                 (true, n)
             }
             Err(e) => {
+                super::spool_error();
                 tracing::error!(error = %e, alert_id = %batch.id, "alerts: cannot write the message to the spool; sending it from memory");
                 (false, durable)
             }
@@ -247,6 +248,7 @@ impl Runner {
                 );
                 self.quota.record(SystemTime::now(), recipients);
                 if let Err(e) = self.spool.save_ledger(&self.quota.ledger()) {
+                    super::spool_error();
                     tracing::warn!(error = %e, "alerts: cannot save the daily quota ledger");
                 }
                 self.pacer
@@ -316,6 +318,7 @@ impl Runner {
                 .try_for_each(|e| self.spool.remove_event(&e.id))
         };
         if let Err(e) = removed {
+            super::spool_error();
             tracing::error!(error = %e, alert_id = %out.batch.id, "alerts: cannot remove a finished message from the spool; it may be sent again at the next start");
         }
         self.queued.sub(out.counted);
