@@ -4,235 +4,13 @@
 //! the mode, no request the client did not send as a request of its own may reach
 //! the target (`GET /smuggled` never appears as a request there), every head the
 //! target gets frames its body one way only, and the statuses follow SPEC §3.
+//! The lab is shared with `smuggling.rs` (tests/common/lab.rs).
 
 mod common;
 
 use std::time::Duration;
 
 use common::*;
-
-const MODES: [&str; 3] = ["monitor", "defensive", "strictest"];
-const SMUGGLED: &str = "GET /smuggled HTTP/1.1\r\nHost: test.local\r\n\r\n";
-
-struct Lab {
-    f: Fulcrum,
-    /// (mode, port), in the order of [`MODES`].
-    ports: Vec<(&'static str, u16)>,
-    /// The default group: answers 200 after each whole request.
-    raw: RawBackend,
-    /// `/early*`: answers 200 as soon as the head arrived.
-    early: RawBackend,
-}
-
-/// Three listeners, one per mode; `/internal*` is refused by a rule (403), so a
-/// request that reaches the target there went around the rules.
-async fn lab() -> Lab {
-    let raw = RawBackend::start(Mode::Status(200)).await;
-    let early = RawBackend::start(Mode::Early).await;
-    let admin = free_port();
-    let ports: Vec<_> = MODES.iter().map(|m| (*m, free_port())).collect();
-    let mut yaml = format!(
-        "runtime: {{worker_threads: 2}}\nadmin: {{bind: \"127.0.0.1:{admin}\"}}\nlisteners:\n"
-    );
-    for (mode, port) in &ports {
-        yaml.push_str(&format!(
-            "  - name: {mode}\n    bind: \"127.0.0.1:{port}\"\n    desync_mitigation: {mode}\n    \
-             default_action: {{forward: raw}}\n    rules:\n      \
-             - {{priority: 1, conditions: {{path: [\"/internal*\"]}}, action: {{fixed_response: {{status: 403, body: denied}}}}}}\n      \
-             - {{priority: 2, conditions: {{path: [\"/early*\"]}}, action: {{forward: early}}}}\n"
-        ));
-    }
-    for (g, b) in [("raw", &raw), ("early", &early)] {
-        yaml.push_str(&format!(
-            "{}  - {{name: {g}, health_check: {{path: /hc, interval: 30s, timeout: 2s}}, targets: [\"{}\"]}}\n",
-            if g == "raw" { "target_groups:\n" } else { "" },
-            b.addr
-        ));
-    }
-    let f = Fulcrum::start(&yaml).await;
-    Lab {
-        f,
-        ports,
-        raw,
-        early,
-    }
-}
-
-/// What SPEC §3 wants for a case.
-#[derive(Clone, Copy, Debug)]
-enum Want {
-    /// Refused in every mode with one of these statuses, never forwarded.
-    Refused(&'static [u16]),
-    /// Both Transfer-Encoding and Content-Length (ambiguous): strictest 400; the
-    /// others forward it chunked without the Content-Length and close both
-    /// connections after. `lenient`: a 400 in those modes is accepted too.
-    TeCl { lenient: bool },
-    /// Ambiguous (ALB): strictest 400; defensive forwards and closes the client
-    /// connection after; monitor forwards. `lenient`: 400 accepted in those too.
-    Ambiguous { lenient: bool },
-}
-
-/// Why a head forwarded to the target could be framed two ways, if it could.
-fn framing_problem(r: &RawRequest) -> Option<String> {
-    let cl = r.header_all("content-length");
-    let te = r.header_all("transfer-encoding");
-    let sneaky = r.headers.iter().find(|(k, _)| {
-        let n = k.trim().to_ascii_lowercase().replace('_', "-");
-        (n == "transfer-encoding" || n == "content-length") && !k.eq_ignore_ascii_case(&n)
-    });
-    if cl.len() > 1 {
-        Some(format!("{} Content-Length headers", cl.len()))
-    } else if !te.is_empty() && !cl.is_empty() {
-        Some("both Transfer-Encoding and Content-Length".into())
-    } else if te.len() > 1
-        || te
-            .first()
-            .is_some_and(|v| !v.eq_ignore_ascii_case("chunked"))
-    {
-        Some(format!("Transfer-Encoding {te:?}"))
-    } else if let Some((k, _)) = sneaky {
-        Some(format!("header {k:?} that normalises to a framing header"))
-    } else if r.version != 1 {
-        Some("not HTTP/1.1".into())
-    } else {
-        None
-    }
-}
-
-/// The raw requests since `from`, checked: none is `/smuggled` or `/internal`, each
-/// frames its body one way; the list of (method, target).
-fn new_requests(
-    b: &RawBackend,
-    from: usize,
-    case: &str,
-    wrong: &mut Vec<String>,
-) -> Vec<RawRequest> {
-    let all = b.requests();
-    let new: Vec<RawRequest> = all.get(from..).unwrap_or_default().to_vec();
-    for r in &new {
-        if r.target.contains("/smuggled") || r.target.starts_with("/internal") {
-            wrong.push(format!(
-                "{case}: the target got a request the client never sent as one: {}",
-                r.head
-            ));
-        }
-        if let Some(p) = framing_problem(r) {
-            wrong.push(format!("{case}: forwarded head with {p}: {:?}", r.head));
-        }
-    }
-    if b.unparsable() > 0 {
-        wrong.push(format!(
-            "{case}: the target got {} head(s) it could not parse",
-            b.unparsable()
-        ));
-    }
-    new
-}
-
-/// Sends `raw` on each listener and checks the answer, the connection and what the
-/// target received against `want`.
-async fn run_case(lab: &Lab, case: &str, raw: &str, want: Want, wrong: &mut Vec<String>) {
-    for (mode, port) in &lab.ports {
-        let what = format!("{case} [{mode}]");
-        let before = lab.raw.count();
-        let mut c = Conn::connect(local(*port)).await.unwrap();
-        let _ = c.send(raw.as_bytes()).await;
-        let resp = tokio::time::timeout(Duration::from_secs(10), c.read_response()).await;
-        let status = match resp {
-            Ok(Ok(r)) => r.status,
-            Ok(Err(e)) => {
-                wrong.push(format!("{what}: no response: {e}"));
-                continue;
-            }
-            Err(_) => {
-                wrong.push(format!("{what}: no response within 10 s"));
-                continue;
-            }
-        };
-        // Anything left in the client's bytes must not be served as another request.
-        let closed = c.closed_without_bytes(Duration::from_secs(3)).await;
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let new = new_requests(&lab.raw, before, &what, wrong);
-        let strict = *mode == "strictest";
-        let (ok_statuses, must_close, must_forward): (Vec<u16>, bool, bool) = match want {
-            Want::Refused(s) => (s.to_vec(), true, false),
-            Want::TeCl { .. } | Want::Ambiguous { .. } if strict => (vec![400], true, false),
-            Want::TeCl { lenient } => {
-                (if lenient { vec![200, 400] } else { vec![200] }, true, true)
-            }
-            Want::Ambiguous { lenient } => (
-                if lenient { vec![200, 400] } else { vec![200] },
-                *mode == "defensive",
-                true,
-            ),
-        };
-        if !ok_statuses.contains(&status) {
-            wrong.push(format!(
-                "{what}: status {status}, want one of {ok_statuses:?}"
-            ));
-        }
-        if must_close && !closed {
-            wrong.push(format!(
-                "{what}: the client connection was not closed after the answer"
-            ));
-        }
-        if status == 200 {
-            if !must_forward || new.len() != 1 {
-                wrong.push(format!(
-                    "{what}: answered 200 with {} request(s) at the target",
-                    new.len()
-                ));
-            }
-        } else if !new.is_empty() {
-            wrong.push(format!(
-                "{what}: refused with {status} but forwarded {:?}",
-                new.iter().map(|r| &r.head).collect::<Vec<_>>()
-            ));
-        }
-        if let (Want::TeCl { .. }, 200, Some(r)) = (want, status, new.first()) {
-            let conn = r.conn;
-            let up_closed = tokio::time::timeout(Duration::from_secs(5), async {
-                while !lab.raw.conn_closed(conn) {
-                    tokio::time::sleep(Duration::from_millis(25)).await;
-                }
-            })
-            .await
-            .is_ok();
-            if !up_closed {
-                wrong.push(format!(
-                    "{what}: the target connection stayed open after a TE+CL request"
-                ));
-            }
-        }
-    }
-}
-
-fn report(wrong: Vec<String>, f: &Fulcrum) {
-    let _ = f;
-    assert!(
-        wrong.is_empty(),
-        "{} problem(s):\n{}",
-        wrong.len(),
-        wrong.join("\n")
-    );
-}
-
-/// CL.TE: the Content-Length covers a chunked body's end and a smuggled request;
-/// TE.CL: a short Content-Length, the smuggled request inside a chunk.
-fn cl_te(te_lines: &str) -> String {
-    let body = format!("0\r\n\r\n{SMUGGLED}");
-    format!(
-        "POST /clte HTTP/1.1\r\nHost: test.local\r\nContent-Length: {}\r\n{te_lines}\r\n{body}",
-        body.len()
-    )
-}
-
-fn te_cl(te_lines: &str) -> String {
-    format!(
-        "POST /tecl HTTP/1.1\r\nHost: test.local\r\n{te_lines}Content-Length: 4\r\n\r\n{:x}\r\n{SMUGGLED}\r\n0\r\n\r\n",
-        SMUGGLED.len()
-    )
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn transfer_encoding_with_content_length() {
@@ -271,7 +49,7 @@ async fn transfer_encoding_with_content_length() {
                 r.head
             );
         }
-        report(wrong, &lab.f);
+        report(wrong);
     })
     .await;
 }
@@ -291,7 +69,7 @@ async fn repeated_content_length() {
             5 + SMUGGLED.len()
         );
         run_case(&lab, "two different Content-Length", &differ, Want::Refused(&[400]), &mut wrong).await;
-        report(wrong, &lab.f);
+        report(wrong);
     })
     .await;
 }
@@ -366,7 +144,7 @@ async fn obfuscated_transfer_encoding() {
             &mut wrong,
         )
         .await;
-        report(wrong, &lab.f);
+        report(wrong);
     })
     .await;
 }
@@ -414,7 +192,7 @@ async fn upgrade_refused_by_the_target_is_no_tunnel() {
         if lab.raw.received().windows(9).any(|w| w == b"/internal") {
             wrong.push("bytes of /internal reached the target".into());
         }
-        report(wrong, &lab.f);
+        report(wrong);
     })
     .await;
 }
@@ -450,7 +228,7 @@ async fn http10_post_without_length_is_not_close_delimited() {
                 wrong.push(format!("{what}: target saw {shape:?}"));
             }
         }
-        report(wrong, &lab.f);
+        report(wrong);
     })
     .await;
 }
@@ -508,7 +286,7 @@ async fn unread_body_after_an_early_answer_is_never_a_request() {
                 )),
             }
         }
-        report(wrong, &lab.f);
+        report(wrong);
     })
     .await;
 }
@@ -560,7 +338,7 @@ async fn desync_metric_counts_non_compliant_requests() {
                 wrong.push(format!("fulcrum_lb_responses_total{{listener=\"{mode}\",code=\"400\"}} = {}, want {want}", code400(mode)));
             }
         }
-        report(wrong, &lab.f);
+        report(wrong);
     })
     .await;
 }

@@ -8,6 +8,7 @@
 mod backend;
 mod client;
 mod groups;
+mod lab;
 mod raw;
 
 // Each test file uses part of these.
@@ -17,6 +18,8 @@ pub use backend::*;
 pub use client::*;
 #[allow(unused_imports)]
 pub use groups::*;
+#[allow(unused_imports)]
+pub use lab::*;
 #[allow(unused_imports)]
 pub use raw::*;
 

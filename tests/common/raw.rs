@@ -33,6 +33,9 @@ pub enum Mode {
     HugeHead,
     /// `Upgrade: websocket`: 101, then `welcome\n`, then echoes every byte; else 200.
     WebSocket,
+    /// 200 with body `ok`, then 50 ms later an unsolicited second response
+    /// (body `poisoned`) on the same connection.
+    ExtraResponse,
 }
 
 /// A request as the raw backend parsed it.
@@ -49,6 +52,9 @@ pub struct RawRequest {
     pub body: Vec<u8>,
     /// The head exactly as received.
     pub head: String,
+    /// The body was read to the end its head declares (false: the connection ended
+    /// first).
+    pub complete: bool,
 }
 
 impl RawRequest {
@@ -221,6 +227,7 @@ fn parse_head(buf: &[u8], id: usize) -> Result<Option<Head>, ()> {
         headers,
         body: Vec::new(),
         head: String::from_utf8_lossy(&buf[..len]).into(),
+        complete: matches!(framing, Framing::None),
     };
     Ok(Some(Head { len, req, framing }))
 }
@@ -331,6 +338,7 @@ async fn serve(mut s: TcpStream, id: usize, mode: Mode, st: Arc<RawState>) {
             .header_all("upgrade")
             .iter()
             .any(|v| v.eq_ignore_ascii_case("websocket"));
+        req.complete = complete;
         if !hc {
             st.requests.lock().unwrap().push(req);
         }
@@ -383,6 +391,13 @@ async fn serve(mut s: TcpStream, id: usize, mode: Mode, st: Arc<RawState>) {
         };
         if s.write_all(&answer).await.is_err() {
             return;
+        }
+        if mode == Mode::ExtraResponse && !hc {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let stray = b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\nX-Backend: raw\r\n\r\npoisoned";
+            if s.write_all(stray).await.is_err() {
+                return;
+            }
         }
     }
 }
