@@ -616,6 +616,11 @@ fn weighted(groups: &[(crate::snapshot::GroupId, u32)]) -> crate::snapshot::Grou
 /// Reads and drops the request body (for answers the balancer gives itself).
 /// `Ok(false)` when the body is too long to drain and the connection must close.
 async fn discard_body<C: Stream>(client: &mut C, b: &mut Bufs) -> Result<bool, Fail> {
+    // A client that sent `Expect: 100-continue` and no body yet waits for a 100
+    // that our own answer never sends: answer now and close (RFC 9110 §10.1.1).
+    if b.req.expect_continue && b.client.len() <= b.req.head_len {
+        return Ok(false);
+    }
     let mut sink = Vec::new();
     match b.req.framing {
         BodyFraming::None | BodyFraming::CloseDelimited => {
