@@ -22,15 +22,30 @@ thread_local! {
     static POOL: RefCell<HashMap<SocketAddr, Vec<Idle>>> = RefCell::new(HashMap::new());
 }
 
-/// The most recently used idle connection to `addr` that has not expired.
+/// The most recently used idle connection to `addr` that has not expired and has
+/// nothing to read.
 pub fn checkout(addr: SocketAddr) -> Option<Conn> {
     POOL.with(|p| {
         let mut p = p.borrow_mut();
         let list = p.get_mut(&addr)?;
         let now = Instant::now();
         list.retain(|c| c.expires > now);
-        list.pop().map(|c| c.stream)
+        while let Some(c) = list.pop() {
+            if quiet(&c.stream) {
+                return Some(c.stream);
+            }
+        }
+        None
     })
+}
+
+/// An idle connection must have nothing to read: bytes there answer no request (the
+/// next request would take them for its response: response queue poisoning), and an
+/// end of stream means the target closed it. Either way it is dropped.
+fn quiet(c: &Conn) -> bool {
+    let mut b = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+    matches!(socket2::SockRef::from(c.tcp()).peek(&mut b),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }
 
 /// Returns a connection whose last exchange ended cleanly; it stays pooled for
