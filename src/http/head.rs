@@ -240,9 +240,10 @@ impl RequestError {
 /// besides its list, these are 400 too: bare-LF line ends, `CONNECT`, a case variant of
 /// a standard method (`get`, `Head`: targets disagree on method case, and a HEAD read
 /// differently would desync the response stream), a target that is not origin-form,
-/// absolute-form `http(s)://authority/path` or `*` (OPTIONS only), a Host outside RFC
-/// 3986 authority characters, more than [`MAX_HEADERS`] headers, and `Connection`
-/// naming more than [`MAX_CONNECTION_OPTIONS`] headers.
+/// absolute-form `http(s)://authority/path` or `*` (OPTIONS only), or that holds a `#`
+/// (a fragment), a Host outside RFC 3986 authority characters, more than
+/// [`MAX_HEADERS`] headers, and `Connection` naming more than
+/// [`MAX_CONNECTION_OPTIONS`] headers.
 pub fn parse_request(
     buf: &[u8],
     limits: &Limits,
@@ -380,7 +381,7 @@ fn classify_request(
             head.absolute_form = false;
             !(target.starts_with(b"/") || (target == b"*" && method == b"OPTIONS"))
         }
-    };
+    } || target.contains(&b'#'); // a fragment: rules and target would see other paths
 
     // 400 first, in this order; then 501, 405, 463 (SPEC §3).
     let standard = [
