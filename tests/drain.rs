@@ -211,6 +211,33 @@ async fn target_readded_while_draining_returns_to_service() {
     .await;
 }
 
+/// Regression: a target re-added by a reload after its deregistration delay had
+/// ended (it had left the status) is a new target, not the finished drain coming
+/// back: it is checked, becomes healthy and serves. Its old state, still held
+/// until the next reload, once came back with the drain's end still fired, so
+/// every request sent to it was answered 502 (found by tests/soak.rs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn target_readded_after_its_drain_ended_serves_again() {
+    bounded(60, async {
+        let a = Backend::start("rd-a").await;
+        let b = Backend::start("rd-b").await;
+        let (admin, web) = (free_port(), free_port());
+        let both = [a.addr, b.addr];
+        let f = Fulcrum::start(&drain_config(admin, web, false, "1s", SLOW_HC, &both)).await;
+        f.reload_yaml(&drain_config(admin, web, false, "1s", SLOW_HC, &[b.addr]))
+            .await;
+        f.wait_state("web", a.addr, "absent", ms(4000)).await;
+
+        f.reload_yaml(&drain_config(admin, web, false, "1s", SLOW_HC, &both))
+            .await;
+        f.wait_state("web", a.addr, "healthy", ms(3000)).await;
+        let got = tally(local(web), "/", 10).await;
+        assert_eq!(count(&got, "rd-a") + count(&got, "rd-b"), 10, "{got:?}");
+        assert!(count(&got, "rd-a") >= 3, "back in service: {got:?}");
+    })
+    .await;
+}
+
 /// Idle pooled connections to a removed target are closed at once (the backend sees
 /// them closed within a second of the reload), before any delay ends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -141,11 +141,19 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// The state of a target: the same object while the target stays (or comes
+    /// back while draining). A target whose deregistration delay has ended has
+    /// left, even while its entry waits for the next [`Registry::prune`]: one
+    /// re-added after that is new (`initial`, not killed).
     pub fn target(&mut self, group: &str, address: &str) -> Arc<TargetState> {
-        self.targets
+        let st = self
+            .targets
             .entry((group.to_owned(), address.to_owned()))
-            .or_insert_with(|| Arc::new(TargetState::new(group, address)))
-            .clone()
+            .or_insert_with(|| Arc::new(TargetState::new(group, address)));
+        if st.killed.load(Ordering::Acquire) {
+            *st = Arc::new(TargetState::new(group, address));
+        }
+        st.clone()
     }
 
     pub fn group(&mut self, name: &str) -> Arc<GroupState> {
@@ -262,6 +270,22 @@ mod tests {
         // "api" was dropped by everyone: gone; "web" is still held by `a`.
         assert_eq!(r.targets.len(), 1);
         let _ = r.group("web");
+    }
+
+    #[test]
+    fn a_target_whose_drain_ended_comes_back_new() {
+        let mut r = Registry::default();
+        let a = r.target("web", "127.0.0.1:1");
+        a.health.store(HEALTHY, Ordering::Relaxed);
+        a.draining.store(true, Ordering::Relaxed);
+        // Re-added while draining: the same state.
+        assert!(Arc::ptr_eq(&a, &r.target("web", "127.0.0.1:1")));
+        a.killed.store(true, Ordering::Release);
+        let back = r.target("web", "127.0.0.1:1");
+        assert!(!Arc::ptr_eq(&a, &back));
+        assert!(!back.killed.load(Ordering::Acquire) && !back.is_draining());
+        assert_eq!(back.health.load(Ordering::Relaxed), INITIAL);
+        assert!(Arc::ptr_eq(&back, &r.target("web", "127.0.0.1:1")));
     }
 
     #[test]
