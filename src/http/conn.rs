@@ -975,6 +975,32 @@ async fn proxy<C: Stream>(
     }
 }
 
+/// Writes all of `buf`; `Err(true)` when the peer takes no byte of it for `idle`
+/// (it stopped reading), `Err(false)` when the write fails.
+async fn write_idle<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    buf: &[u8],
+    idle: Duration,
+) -> Result<(), bool> {
+    let mut pos = 0;
+    while pos < buf.len() {
+        match tokio::time::timeout(idle, w.write(&buf[pos..])).await {
+            Ok(Ok(n)) if n > 0 => pos += n,
+            Ok(_) => return Err(false),
+            Err(_) => return Err(true),
+        }
+    }
+    Ok(())
+}
+
+/// Writes `buf` to the target: 502 when the write fails, 504 when the target
+/// stopped reading.
+async fn write_upstream(up: &mut pool::Conn, buf: &[u8], idle: Duration) -> Result<(), Fail> {
+    write_idle(up, buf, idle)
+        .await
+        .map_err(|stalled| Fail::Status(if stalled { 504 } else { 502 }))
+}
+
 /// Streams the request body from the client to the target.
 async fn stream_request_body<C: Stream>(
     client: &mut C,
@@ -989,9 +1015,7 @@ async fn stream_request_body<C: Stream>(
             loop {
                 let take = (left as usize).min(b.client.len());
                 if take > 0 {
-                    up.write_all(&b.client[..take])
-                        .await
-                        .map_err(|_| Fail::Status(502))?;
+                    write_upstream(up, &b.client[..take], idle).await?;
                     b.client.drain(..take);
                     left -= take as u64;
                 }
@@ -1013,7 +1037,7 @@ async fn stream_request_body<C: Stream>(
                     .map_err(|_| Fail::Status(400))?;
                 b.client.drain(..used);
                 if !b.out.is_empty() {
-                    up.write_all(&b.out).await.map_err(|_| Fail::Status(502))?;
+                    write_upstream(up, &b.out, idle).await?;
                 }
                 if done {
                     return Ok(());
@@ -1074,7 +1098,9 @@ async fn read_response_head<C: Stream>(
     method_head: bool,
     idle: Duration,
 ) -> Result<(), RespFail> {
-    let deadline = tokio::time::Instant::now() + idle;
+    // Idle means no byte from the target for `idle`: a head that trickles in is
+    // not idle.
+    let mut deadline = tokio::time::Instant::now() + idle;
     // While the target thinks, a client that closes its connection ends the
     // exchange (ALB's 460); bytes it sends meanwhile are pipelined requests.
     loop {
@@ -1108,7 +1134,7 @@ async fn read_response_head<C: Stream>(
                 return Err(RespFail::ClosedBeforeAnyByte);
             }
             Ok(Ok(0)) | Ok(Err(_)) => return Err(RespFail::Io),
-            Ok(Ok(_)) => {}
+            Ok(Ok(_)) => deadline = tokio::time::Instant::now() + idle,
             Err(_) => return Err(RespFail::Timeout),
         }
     }
@@ -1132,8 +1158,7 @@ async fn stream_response_body<C: Stream>(
             loop {
                 let take = (left as usize).min(b.upstream.len());
                 if take > 0 {
-                    client
-                        .write_all(&b.upstream[..take])
+                    write_idle(client, &b.upstream[..take], idle)
                         .await
                         .map_err(|_| Fail::Client)?;
                     b.upstream.drain(..take);
@@ -1165,7 +1190,9 @@ async fn stream_response_body<C: Stream>(
                     .map_err(|_| Fail::Client)?;
                 b.upstream.drain(..used);
                 if !b.out.is_empty() {
-                    client.write_all(&b.out).await.map_err(|_| Fail::Client)?;
+                    write_idle(client, &b.out, idle)
+                        .await
+                        .map_err(|_| Fail::Client)?;
                     *sent += b.out.len() as u64;
                 }
                 if done {
@@ -1179,8 +1206,7 @@ async fn stream_response_body<C: Stream>(
         }
         BodyFraming::CloseDelimited => loop {
             if !b.upstream.is_empty() {
-                client
-                    .write_all(&b.upstream)
+                write_idle(client, &b.upstream, idle)
                     .await
                     .map_err(|_| Fail::Client)?;
                 *sent += b.upstream.len() as u64;
