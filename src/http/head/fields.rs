@@ -260,33 +260,33 @@ pub(super) fn scan_head(
             if partial > 0 && buf.last() == Some(&b'\r') {
                 partial -= 1;
             }
-            if partial > max_line {
-                return Err(ScanError::LineTooLong {
-                    first: !st.seen_line,
-                });
-            }
-            if buf.len() >= max_head {
-                return Err(ScanError::HeadTooLarge);
-            }
+            first_crossed(
+                buf,
+                st,
+                max_line,
+                max_head,
+                partial > max_line,
+                buf.len() >= max_head,
+            )?;
             st.pos = buf.len();
             return Ok(None);
         };
         let nl = st.pos + off;
         let has_cr = nl > st.line_start && buf.get(nl - 1) == Some(&b'\r');
+        let content = nl - st.line_start - usize::from(has_cr);
+        let next = nl + 1;
+        first_crossed(
+            buf,
+            st,
+            max_line,
+            max_head,
+            content > max_line,
+            next > max_head,
+        )?;
         if crlf_only && !has_cr {
             return Err(ScanError::BareLf {
                 first: !st.seen_line,
             });
-        }
-        let content = nl - st.line_start - usize::from(has_cr);
-        if content > max_line {
-            return Err(ScanError::LineTooLong {
-                first: !st.seen_line,
-            });
-        }
-        let next = nl + 1;
-        if next > max_head {
-            return Err(ScanError::HeadTooLarge);
         }
         if content == 0 && st.seen_line {
             *st = Scan::default();
@@ -296,6 +296,35 @@ pub(super) fn scan_head(
         st.line_start = next;
         st.pos = next;
     }
+}
+
+/// Of the limits the line being read breaks (`line_long`: over `max_line`;
+/// `head_large`: the head cannot end within `max_head`), the error for the one a byte
+/// at a time reader would see first (the line limit on a tie), so that the answer does
+/// not depend on how the bytes were split into reads.
+fn first_crossed(
+    buf: &[u8],
+    st: &Scan,
+    max_line: usize,
+    max_head: usize,
+    line_long: bool,
+    head_large: bool,
+) -> Result<(), ScanError> {
+    // The line is over the limit from its (max_line + 1)th byte, or one byte later
+    // when that byte is a CR (it might have started the line end).
+    let line_at = || {
+        let at = st.line_start.saturating_add(max_line);
+        at.saturating_add(1 + usize::from(buf.get(at) == Some(&b'\r')))
+    };
+    if line_long && (!head_large || line_at() <= max_head) {
+        return Err(ScanError::LineTooLong {
+            first: !st.seen_line,
+        });
+    }
+    if head_large {
+        return Err(ScanError::HeadTooLarge);
+    }
+    Ok(())
 }
 
 /// The 400 reason for a head httparse refused (cold path).

@@ -285,6 +285,46 @@ fn size_limits_apply_before_the_head_is_complete() {
     );
 }
 
+/// Found by fuzzing (fuzz/regressions/request_head/limit-order-*): a long header line
+/// that also runs past the head limit was `HeaderTooLong` when read whole but
+/// `HeadTooLarge` when read in pieces. The limit a byte-at-a-time reader crosses first
+/// now wins however the bytes arrive.
+#[test]
+fn limit_errors_do_not_depend_on_how_the_bytes_arrive() {
+    let limits = Limits::default();
+    let whole_and_stepped = |raw: &[u8]| {
+        let whole = parse_request(raw, &limits, &mut RequestHead::default());
+        let mut head = RequestHead::default();
+        let mut stepped = Ok(None);
+        for end in (0..=raw.len()).step_by(7).chain([raw.len()]) {
+            stepped = parse_request(&raw[..end], &limits, &mut head);
+            if stepped != Ok(None) {
+                break;
+            }
+        }
+        (whole, stepped)
+    };
+    // The head limit falls inside the long line's first 16 KiB: HeadTooLarge.
+    let mut late = head_of(limits.max_head - 8 * 1024)[..limits.max_head - 8 * 1024 - 2].to_vec();
+    late.extend_from_slice(header_line(20 * 1024).as_bytes());
+    late.extend_from_slice(b"\r\n\r\n");
+    let e = Err(BadRequest("HeadTooLarge"));
+    assert_eq!(whole_and_stepped(&late), (e, e));
+    // The long line crosses 16 KiB before the head reaches 64 KiB: HeaderTooLong.
+    let mut early =
+        head_of(limits.max_head - 20 * 1024)[..limits.max_head - 20 * 1024 - 2].to_vec();
+    early.extend_from_slice(header_line(20 * 1024).as_bytes());
+    early.extend_from_slice(b"\r\n\r\n");
+    let e = Err(BadRequest("HeaderTooLong"));
+    assert_eq!(whole_and_stepped(&early), (e, e));
+    // A bare LF after a line that is already too long: the length was seen first.
+    let mut bare = b"GET / HTTP/1.1\r\n".to_vec();
+    bare.extend_from_slice(header_line(16 * 1024 + 1).as_bytes());
+    bare.extend_from_slice(b"\n\r\n");
+    let e = Err(BadRequest("HeaderTooLong"));
+    assert_eq!(whole_and_stepped(&bare), (e, e));
+}
+
 #[test]
 fn too_many_headers() {
     let mut lines = vec!["GET / HTTP/1.1".to_string(), "Host: a".to_string()];
