@@ -12,6 +12,9 @@ pub mod balancer;
 pub mod cli;
 pub mod config;
 pub mod demo;
+/// Check functions for `fuzz/` and `tests/fuzz_regressions.rs` (not part of the product).
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod health;
 pub mod http;
 pub mod l4;

@@ -1,0 +1,5 @@
+//! cargo-fuzz target: `fulcrum::fuzzing::pattern` (what it checks is documented there).
+
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| fulcrum::fuzzing::pattern(data));

@@ -1,0 +1,221 @@
+//! Response heads from targets: parsing, and the head the balancer writes to clients.
+//!
+//! The input is read as what a target sent on one connection: responses one after
+//! the other (each body delimited as its head says), up to [`MAX_RESPONSES`].
+
+use super::{Pairs, connection_listed, framing_like, lossy, pairs, text};
+use crate::http::chunked::ChunkedDecoder;
+use crate::http::head::{
+    self, BodyFraming, MAX_HEADERS, ResponseError, ResponseHead, Version, canonical_reason,
+};
+
+/// Most responses of one input that are parsed one after the other.
+const MAX_RESPONSES: usize = 4;
+/// Most header lines `write_client_response` adds (framing, Upgrade and Connection).
+const ADDED: usize = 3;
+/// Names never passed on to a client as received (hop-by-hop and framing).
+const NOT_FORWARDED: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "expect",
+    "content-length",
+    "transfer-encoding",
+];
+
+/// Parses `data` as a target's byte stream; see the module docs.
+pub fn response_head(data: &[u8]) {
+    let mut rest = data;
+    for _ in 0..MAX_RESPONSES {
+        // The same bytes as the answer to a HEAD request: no body, whatever it says.
+        if let Some(Ok(h)) = parse_checked(rest, true) {
+            check_client(rest, &h, true);
+        }
+        let Some(Ok(h)) = parse_checked(rest, false) else {
+            return;
+        };
+        check_client(rest, &h, false);
+        let Some(next) = body_end(rest, &h) else {
+            return;
+        };
+        rest = &rest[next..];
+        if rest.is_empty() {
+            return;
+        }
+    }
+}
+
+/// Parses `buf` whole and one byte at a time (same answer), then checks the head.
+fn parse_checked(buf: &[u8], head_req: bool) -> Option<Result<ResponseHead, ResponseError>> {
+    let mut whole = ResponseHead::default();
+    let got = head::parse_response(buf, head_req, &mut whole);
+    let mut step = ResponseHead::default();
+    let mut stepped = Ok(None);
+    for end in 0..=buf.len() {
+        stepped = head::parse_response(&buf[..end], head_req, &mut step);
+        if stepped != Ok(None) {
+            break;
+        }
+    }
+    assert_eq!(
+        got,
+        stepped,
+        "byte-at-a-time parse differs: {:?}",
+        text(buf)
+    );
+    match got {
+        Ok(None) => None,
+        Ok(Some(())) => {
+            assert_eq!(format!("{whole:?}"), format!("{step:?}"), "{:?}", text(buf));
+            check_head(buf, &whole, head_req);
+            Some(Ok(whole))
+        }
+        Err(e) => {
+            assert!(!e.reason().is_empty());
+            Some(Err(e))
+        }
+    }
+}
+
+fn check_head(buf: &[u8], h: &ResponseHead, head_req: bool) {
+    let within = |r: &std::ops::Range<usize>| r.start <= r.end && r.end <= h.head_len;
+    assert!(h.head_len > 0 && h.head_len <= buf.len() && h.head_len <= head::MAX_RESPONSE_HEAD);
+    assert!(within(&h.reason) && h.headers.iter().all(|(n, v)| within(n) && within(v)));
+    assert!(h.headers.len() <= MAX_HEADERS);
+    assert!((100..=599).contains(&h.status));
+    let bodiless = h.status < 200 || h.status == 204 || h.status == 304 || head_req;
+    if bodiless {
+        assert_eq!(h.framing, BodyFraming::None);
+    } else {
+        assert_ne!(h.framing, BodyFraming::None);
+    }
+    if let BodyFraming::ContentLength(n) = h.framing {
+        assert_eq!(h.content_length, Some(n));
+    }
+    if h.framing == BodyFraming::CloseDelimited || h.status == 101 {
+        assert!(!h.keep_alive);
+    }
+    if h.upgrade_websocket {
+        assert_eq!(h.status, 101);
+    }
+}
+
+/// Where the body of `h` ends in `buf`, if it is all there (and delimited).
+fn body_end(buf: &[u8], h: &ResponseHead) -> Option<usize> {
+    match h.framing {
+        BodyFraming::None => Some(h.head_len),
+        BodyFraming::ContentLength(n) => usize::try_from(n)
+            .ok()
+            .and_then(|n| h.head_len.checked_add(n))
+            .filter(|end| *end <= buf.len()),
+        BodyFraming::Chunked => {
+            let mut out = Vec::new();
+            match ChunkedDecoder::new().feed(&buf[h.head_len..], &mut out) {
+                Ok((n, true)) => Some(h.head_len + n),
+                _ => None,
+            }
+        }
+        BodyFraming::CloseDelimited => None,
+    }
+}
+
+/// The head written to a client re-parses with the status, reason, framing and
+/// end-to-end headers of the target's, in order, and the connection headers we chose.
+fn check_client(raw: &[u8], h: &ResponseHead, head_req: bool) {
+    for version in [Version::Http11, Version::Http10] {
+        for close in [false, true] {
+            // As the connection loop does: chunked to HTTP/1.0 goes out unframed.
+            let framing_out = if version == Version::Http10 && h.framing == BodyFraming::Chunked {
+                BodyFraming::CloseDelimited
+            } else {
+                h.framing
+            };
+            let close = close || framing_out == BodyFraming::CloseDelimited;
+            let mut out = Vec::new();
+            head::write_client_response(raw, h, framing_out, close, version, &mut out);
+            let shown = || format!("{}\nfrom\n{}", text(&out), text(&raw[..h.head_len]));
+            let mut again = ResponseHead::default();
+            let r = head::parse_response(&out, head_req, &mut again);
+            if r == Err(ResponseError::Malformed("TooManyHeaders"))
+                && h.headers.len() + ADDED > MAX_HEADERS
+            {
+                // Our framing and connection lines come on top of the target's: a
+                // client that counts header lines exactly as we do may refuse.
+                continue;
+            }
+            assert_eq!(r, Ok(Some(())), "client head refused:\n{}", shown());
+            assert_eq!(again.head_len, out.len(), "{}", shown());
+            assert_eq!(again.status, h.status);
+            let reason = &raw[h.reason.clone()];
+            let want_reason = if reason.is_empty() {
+                canonical_reason(h.status).as_bytes()
+            } else {
+                reason
+            };
+            assert_eq!(&out[again.reason.clone()], want_reason, "{}", shown());
+            assert_eq!(again.framing, framing_out, "{}", shown());
+            assert_eq!(again.upgrade_websocket, h.status == 101, "{}", shown());
+            if close {
+                assert!(!again.keep_alive, "{}", shown());
+            }
+            let want = expected(raw, h, framing_out, close, version);
+            let got = pairs(&out, &again.headers);
+            assert!(
+                got == want,
+                "{}\n{:?}\n!= {:?}",
+                shown(),
+                lossy(&got),
+                lossy(&want)
+            );
+        }
+    }
+}
+
+/// The client's header list, from SPEC §3 and the `write_client_response` contract.
+fn expected(
+    raw: &[u8],
+    h: &ResponseHead,
+    framing_out: BodyFraming,
+    close: bool,
+    version: Version,
+) -> Pairs {
+    let target = pairs(raw, &h.headers);
+    let listed = connection_listed(&target);
+    let mut out: Pairs = target
+        .iter()
+        .filter(|(n, _)| {
+            !(NOT_FORWARDED
+                .iter()
+                .any(|d| n.eq_ignore_ascii_case(d.as_bytes()))
+                || framing_like(n)
+                || listed.iter().any(|t| t.eq_ignore_ascii_case(n)))
+        })
+        .cloned()
+        .collect();
+    let mut push = |n: &str, v: &[u8]| out.push((n.as_bytes().to_vec(), v.to_vec()));
+    // A bodiless answer keeps the target's Content-Length (HEAD, 304), but 1xx and
+    // 204 never carry one.
+    let length = match (framing_out, h.content_length) {
+        (BodyFraming::None, Some(n)) if h.status >= 200 && h.status != 204 => Some(n),
+        (BodyFraming::ContentLength(n), _) => Some(n),
+        _ => None,
+    };
+    if let Some(n) = length {
+        push("Content-Length", n.to_string().as_bytes());
+    }
+    if framing_out == BodyFraming::Chunked {
+        push("Transfer-Encoding", b"chunked");
+    }
+    if h.status == 101 {
+        push("Upgrade", b"websocket");
+        push("Connection", b"upgrade");
+    } else if close {
+        push("Connection", b"close");
+    } else if version == Version::Http10 {
+        push("Connection", b"keep-alive");
+    }
+    out
+}
