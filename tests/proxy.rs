@@ -107,6 +107,29 @@ async fn large_bodies_stream_intact_both_ways() {
         assert_eq!(r.status, 200);
         assert_eq!(r.body.len(), n);
         assert!(r.body == pattern(n), "8 MiB response corrupted on the way");
+
+        // Large bodies of known length move by splice(2) between plain sockets:
+        // still counted, and the connections stay usable for the next exchange.
+        let out = _f
+            .metric(
+                "fulcrum_processed_bytes_total",
+                &[("listener", "web"), ("direction", "out")],
+            )
+            .await
+            .unwrap_or(0.0);
+        assert!(
+            out >= (16 * 1024 * 1024) as f64,
+            "processed bytes out: {out}"
+        );
+        let mut c = Conn::connect(local(web)).await.unwrap();
+        for _ in 0..3 {
+            let r = c.get(&format!("/big?n={}", 300 * 1024)).await.unwrap();
+            assert_eq!(r.status, 200);
+            assert!(
+                r.body == pattern(300 * 1024),
+                "spliced body on a keep-alive connection"
+            );
+        }
     })
     .await;
 }

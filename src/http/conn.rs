@@ -29,10 +29,110 @@ use crate::targets::InFlight;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Read size for bodies.
 const IO_CHUNK: usize = 64 * 1024;
+/// A body of known length with at least this much left after what came with
+/// its head is spliced from a plain target connection to a plain client.
+const SPLICE_MIN: u64 = 64 * 1024;
+
+/// Whether splice(2) works here (checked once).
+fn splice_ok() -> bool {
+    static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *OK.get_or_init(crate::l4::splice::available)
+}
+/// A response body up to this size that arrived with its head is copied behind
+/// the head and sent in one write (one system call instead of two).
+const COALESCE_MAX: usize = 16 * 1024;
 
 /// A client connection: plain TCP or TLS.
-pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {
+    /// Whether [`Stream::poll_idle_ready`] tells when the next request's bytes
+    /// arrive, so an idle connection can wait without holding a buffer. A TLS
+    /// stream cannot: it may hold decrypted bytes its socket no longer shows.
+    const READY_WITHOUT_BUFFER: bool;
+    /// The plain socket, when bytes written to it reach the client as they are
+    /// (so a body can be spliced to it).
+    fn as_tcp(&self) -> Option<&tokio::net::TcpStream>;
+    /// Ready once the connection has bytes (or its end) to read.
+    fn poll_idle_ready(
+        &self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>>;
+}
+
+impl Stream for tokio::net::TcpStream {
+    const READY_WITHOUT_BUFFER: bool = true;
+    fn as_tcp(&self) -> Option<&tokio::net::TcpStream> {
+        Some(self)
+    }
+    fn poll_idle_ready(
+        &self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.poll_read_ready(cx)
+    }
+}
+
+impl Stream for tokio_rustls::server::TlsStream<tokio::net::TcpStream> {
+    const READY_WITHOUT_BUFFER: bool = false;
+    fn as_tcp(&self) -> Option<&tokio::net::TcpStream> {
+        None
+    }
+    fn poll_idle_ready(
+        &self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+/// Request buffers not in use, per worker thread: a connection holds a set only
+/// while it has a request in flight (plain TCP) or for [`IDLE_TRIM`] after one
+/// (TLS), so memory follows the requests in flight, not the open connections.
+struct Spare;
+
+/// At most this many spare buffer sets are kept per worker thread.
+const MAX_SPARE: usize = 64;
+/// A buffer grown beyond this (a large body) is not kept for reuse.
+const SPARE_MAX_CAPACITY: usize = 16 * 1024;
+
+thread_local! {
+    // Boxes, not values: a set moves between a connection and this list without
+    // being copied or re-allocated.
+    #[allow(clippy::vec_box)]
+    static SPARE: std::cell::RefCell<Vec<Box<Bufs>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl Spare {
+    fn take() -> Box<Bufs> {
+        SPARE.with(|s| s.borrow_mut().pop()).unwrap_or_default()
+    }
+
+    fn give(mut b: Box<Bufs>) {
+        for v in [&mut b.client, &mut b.upstream, &mut b.out] {
+            v.clear();
+            if v.capacity() > SPARE_MAX_CAPACITY {
+                *v = Vec::new();
+            }
+        }
+        b.rec = None;
+        SPARE.with(|s| {
+            let mut s = s.borrow_mut();
+            if s.len() < MAX_SPARE {
+                s.push(b);
+            }
+        });
+    }
+}
+
+/// A connection's buffers, back to the spares when the connection ends.
+struct Held(Option<Box<Bufs>>);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(b) = self.0.take() {
+            Spare::give(b);
+        }
+    }
+}
 
 /// Why a proxied exchange ended early.
 enum Fail {
@@ -64,14 +164,17 @@ struct Bufs {
     t0: Instant,
 }
 
-impl Bufs {
-    /// Frees the buffers of an idle connection (they grow back on the next request).
-    fn trim(&mut self) {
-        self.client = Vec::new();
-        self.upstream = Vec::new();
-        self.out = Vec::new();
-        self.req = RequestHead::default();
-        self.resp = ResponseHead::default();
+impl Default for Bufs {
+    fn default() -> Self {
+        Bufs {
+            client: Vec::with_capacity(4096),
+            upstream: Vec::new(),
+            out: Vec::new(),
+            req: RequestHead::default(),
+            resp: ResponseHead::default(),
+            rec: None,
+            t0: Instant::now(),
+        }
     }
 }
 
@@ -84,61 +187,124 @@ pub async fn serve<C: Stream>(
     shared: Arc<Shared>,
     tls: Option<crate::tls::server::TlsInfo>,
 ) {
-    let client_ip = crate::net::canonical_ip(peer.ip());
-    let born = Instant::now();
     let mut draining = shared.draining.subscribe();
-    let mut b = Bufs {
-        client: Vec::with_capacity(4096),
-        upstream: Vec::new(),
-        out: Vec::new(),
-        req: RequestHead::default(),
-        resp: ResponseHead::default(),
-        rec: None,
-        t0: Instant::now(),
+    let cx = ConnCx {
+        peer,
+        client_ip: crate::net::canonical_ip(peer.ip()),
+        local_port,
+        born: Instant::now(),
+        listener,
+        guard,
+        shared,
+        tls,
     };
-    let metrics = &guard.listener().metrics;
+    // The buffers live on the heap while a request is in flight and go back to
+    // the worker's spares while the connection idles; this loop's own state (the
+    // task) stays small.
+    let mut bufs = Held(Some(Spare::take()));
     loop {
         // Between requests only idle_timeout applies, and closing is silent.
-        if b.client.is_empty() {
+        if bufs.0.as_ref().is_none_or(|b| b.client.is_empty()) {
             if *draining.borrow() {
                 return;
             }
             let idle = {
-                let live = shared.live.load();
-                match live.listener_index(&listener) {
+                let live = cx.shared.live.load();
+                match live.listener_index(&cx.listener) {
                     Some(li) => live.snapshot.listeners[li].idle_timeout,
                     None => return,
                 }
             };
-            // A busy keep-alive connection sends its next request at once; one
-            // that stays quiet gives its buffers back while it waits, so an idle
-            // connection costs little memory.
             let deadline = tokio::time::Instant::now() + idle;
-            let quick = tokio::time::Instant::now() + IDLE_TRIM.min(idle);
-            let got = tokio::select! {
-                r = tokio::time::timeout_at(quick, read_more(&mut client, &mut b.client)) => match r {
-                    Ok(Ok(n)) if n > 0 => true,
-                    Ok(_) => return,
-                    Err(_) => false,
-                },
-                _ = draining.changed() => return,
-            };
-            if !got {
-                b.trim();
-                let mut small = [0u8; 512];
+            if C::READY_WITHOUT_BUFFER {
+                // Wait for the next request's bytes holding no buffer at all.
+                if let Some(b) = bufs.0.take() {
+                    Spare::give(b);
+                }
                 tokio::select! {
-                    r = tokio::time::timeout_at(deadline, client.read(&mut small)) => match r {
-                        Ok(Ok(n)) if n > 0 => b.client.extend_from_slice(&small[..n]),
+                    r = tokio::time::timeout_at(deadline, std::future::poll_fn(|c| client.poll_idle_ready(c))) => match r {
+                        Ok(Ok(())) => {}
                         _ => return,
                     },
                     _ = draining.changed() => return,
                 }
+                let b = bufs.0.insert(Spare::take());
+                match tokio::time::timeout_at(deadline, read_more(&mut client, &mut b.client)).await
+                {
+                    Ok(Ok(n)) if n > 0 => {}
+                    _ => return,
+                }
+            } else {
+                // A busy keep-alive connection sends its next request at once; one
+                // that stays quiet gives its buffers back while it waits.
+                let quick = tokio::time::Instant::now() + IDLE_TRIM.min(idle);
+                let got = match bufs.0.as_mut() {
+                    Some(b) => tokio::select! {
+                        r = tokio::time::timeout_at(quick, read_more(&mut client, &mut b.client)) => match r {
+                            Ok(Ok(n)) if n > 0 => true,
+                            Ok(_) => return,
+                            Err(_) => false,
+                        },
+                        _ = draining.changed() => return,
+                    },
+                    None => false,
+                };
+                if !got {
+                    if let Some(b) = bufs.0.take() {
+                        Spare::give(b);
+                    }
+                    let mut small = [0u8; 128];
+                    let n = tokio::select! {
+                        r = tokio::time::timeout_at(deadline, client.read(&mut small)) => match r {
+                            Ok(Ok(n)) if n > 0 => n,
+                            _ => return,
+                        },
+                        _ = draining.changed() => return,
+                    };
+                    bufs.0
+                        .insert(Spare::take())
+                        .client
+                        .extend_from_slice(&small[..n]);
+                }
             }
         }
-        // The request uses the tables current when its first byte arrived.
-        let live = shared.live.load_full();
-        let Some(li) = live.listener_index(&listener) else {
+        let Some(b) = bufs.0.as_mut() else { return };
+        // Boxed: a request's large state lives on the heap only while it runs.
+        if !Box::pin(request(&mut client, b, &cx, &draining)).await {
             return;
+        }
+    }
+}
+
+/// What a connection's requests share.
+struct ConnCx {
+    peer: SocketAddr,
+    client_ip: std::net::IpAddr,
+    local_port: u16,
+    born: Instant,
+    listener: Arc<str>,
+    guard: ConnGuard,
+    shared: Arc<Shared>,
+    tls: Option<crate::tls::server::TlsInfo>,
+}
+
+/// Reads, checks and answers one request whose first bytes are in `b.client`.
+/// `false`: the connection ends.
+async fn request<C: Stream>(
+    client: &mut C,
+    b: &mut Bufs,
+    cx: &ConnCx,
+    draining: &tokio::sync::watch::Receiver<bool>,
+) -> bool {
+    let (peer, client_ip, local_port, born) = (cx.peer, cx.client_ip, cx.local_port, cx.born);
+    let listener = &cx.listener;
+    let tls = &cx.tls;
+    let metrics = &cx.guard.listener().metrics;
+    {
+        // The request uses the tables current when its first byte arrived.
+        let live = cx.shared.live.load_full();
+        let Some(li) = live.listener_index(listener) else {
+            return false;
         };
         let cfg = &live.snapshot.listeners[li];
         b.t0 = Instant::now();
@@ -173,16 +339,16 @@ pub async fn serve<C: Stream>(
                 Ok(None) => {}
                 Err(e) => break Err(e),
             }
-            match tokio::time::timeout_at(deadline, read_more(&mut client, &mut b.client)).await {
+            match tokio::time::timeout_at(deadline, read_more(client, &mut b.client)).await {
                 Ok(Ok(n)) if n > 0 => {}
-                Ok(_) => return,
+                Ok(_) => return false,
                 Err(_) => {
                     metrics.lb_response(408);
-                    if send_error(&mut client, &mut b.out, 408, true).await.is_ok() {
+                    if send_error(client, &mut b.out, 408, true).await.is_ok() {
                         metrics.bytes_out.increment(b.out.len() as u64);
                     }
-                    finish_record(&live, &mut b, Some(408), Some("RequestHeaderTimeout"));
-                    return;
+                    finish_record(&live, b, Some(408), Some("RequestHeaderTimeout"));
+                    return false;
                 }
             }
         };
@@ -197,19 +363,16 @@ pub async fn serve<C: Stream>(
             }
             metrics.lb_response(status);
             tracing::debug!(listener = %listener, client = %peer, reason = e.reason(), "request refused with {status}");
-            if send_error(&mut client, &mut b.out, status, true)
-                .await
-                .is_ok()
-            {
+            if send_error(client, &mut b.out, status, true).await.is_ok() {
                 metrics.bytes_out.increment(b.out.len() as u64);
             }
-            finish_record(&live, &mut b, Some(status), Some(e.reason()));
-            return;
+            finish_record(&live, b, Some(status), Some(e.reason()));
+            return false;
         }
         metrics.bytes_in.increment(b.req.head_len as u64);
         let verdict = desync::classify(&b.client, &b.req);
         if b.rec.is_some() {
-            start_record(&mut b, cfg, local_port, verdict);
+            start_record(b, cfg, local_port, verdict);
         }
         let mut close_both = b.req.te_with_cl;
         if verdict.class != desync::Class::Compliant {
@@ -220,11 +383,11 @@ pub async fn serve<C: Stream>(
                 desync::Act::Block => {
                     tracing::debug!(listener = %listener, client = %peer, reason = verdict.reason, "request blocked by desync mitigation");
                     metrics.lb_response(400);
-                    if send_error(&mut client, &mut b.out, 400, true).await.is_ok() {
+                    if send_error(client, &mut b.out, 400, true).await.is_ok() {
                         metrics.bytes_out.increment(b.out.len() as u64);
                     }
-                    finish_record(&live, &mut b, Some(400), Some("DesyncMitigation"));
-                    return;
+                    finish_record(&live, b, Some(400), Some("DesyncMitigation"));
+                    return false;
                 }
             }
         }
@@ -233,40 +396,29 @@ pub async fn serve<C: Stream>(
         // Boxed: the exchange's large state lives on the heap only while a request
         // runs, so an idle connection's task stays small.
         let outcome = Box::pin(exchange(
-            &mut client,
-            &mut b,
-            &live,
-            cfg,
-            client_ip,
-            local_port,
-            keep,
-            close_both,
-            &listener,
+            client, b, &live, cfg, client_ip, local_port, keep, close_both, listener,
         ))
         .await;
         match outcome {
             Ok(keep) => {
-                finish_record(&live, &mut b, None, None);
+                finish_record(&live, b, None, None);
                 if !keep {
-                    return;
+                    return false;
                 }
             }
             Err(Fail::Client) => {
-                finish_record(&live, &mut b, None, Some("ClientClosed"));
-                return;
+                finish_record(&live, b, None, Some("ClientClosed"));
+                return false;
             }
             Err(Fail::ClientGone) => {
                 // The client left before its response was delivered (ALB's 460).
                 metrics.lb_response(460);
-                finish_record(&live, &mut b, Some(460), Some("ClientClosedBeforeResponse"));
-                return;
+                finish_record(&live, b, Some(460), Some("ClientClosedBeforeResponse"));
+                return false;
             }
             Err(Fail::Status(code)) => {
                 metrics.lb_response(code);
-                if send_error(&mut client, &mut b.out, code, true)
-                    .await
-                    .is_ok()
-                {
+                if send_error(client, &mut b.out, code, true).await.is_ok() {
                     metrics.bytes_out.increment(b.out.len() as u64);
                 }
                 let reason = match code {
@@ -275,11 +427,12 @@ pub async fn serve<C: Stream>(
                     504 => "TargetTimeout",
                     _ => "BadRequest",
                 };
-                finish_record(&live, &mut b, Some(code), Some(reason));
-                return;
+                finish_record(&live, b, Some(code), Some(reason));
+                return false;
             }
         }
     }
+    true
 }
 
 fn class_word(c: desync::Class) -> &'static str {
@@ -938,18 +1091,31 @@ async fn proxy<C: Stream>(
             }
             b.out.extend_from_slice(b"\r\n");
         }
+        // A small body that came in with the head leaves in the same write.
         let resp_head_len = b.resp.head_len;
+        let mut body_framing = resp_framing;
+        let mut consumed = resp_head_len;
+        if let BodyFraming::ContentLength(n) = resp_framing {
+            let take = (n as usize).min(b.upstream.len() - resp_head_len);
+            if take <= COALESCE_MAX {
+                b.out
+                    .extend_from_slice(&b.upstream[resp_head_len..resp_head_len + take]);
+                consumed += take;
+                body_framing = BodyFraming::ContentLength(n - take as u64);
+            }
+        }
         client
             .write_all(&b.out)
             .await
             .map_err(|_| Fail::ClientGone)?;
+        head_sent.store(true, std::sync::atomic::Ordering::Relaxed);
         let mut sent = b.out.len() as u64;
-        b.upstream.drain(..resp_head_len);
+        b.upstream.drain(..consumed);
         let upstream_clean = stream_response_body(
             client,
             &mut up,
             b,
-            resp_framing,
+            body_framing,
             dechunk_for_10,
             cfg.idle_timeout,
             &mut sent,
@@ -1167,6 +1333,17 @@ async fn stream_response_body<C: Stream>(
                 }
                 if left == 0 {
                     return Ok(true);
+                }
+                // A large rest of the body between two plain sockets moves
+                // through a pipe without entering user space.
+                if left >= SPLICE_MIN && b.upstream.is_empty() && splice_ok() {
+                    if let (Some(dst), pool::Conn::Plain(src)) = (client.as_tcp(), &*up) {
+                        return match crate::l4::splice::copy_exact(src, dst, left, idle, sent).await
+                        {
+                            Ok(()) => Ok(true),
+                            Err(_) => Err(Fail::Client),
+                        };
+                    }
                 }
                 if b.upstream.capacity() < IO_CHUNK {
                     b.upstream.reserve(IO_CHUNK);

@@ -128,6 +128,57 @@ pub async fn proxy(
     }
 }
 
+/// Moves exactly `n` bytes from `src` to `dst` through a pipe (an HTTP body of
+/// known length between two plain sockets). Each wait for either socket is
+/// bounded by `idle`; an end of stream before `n` bytes is an error. `moved`
+/// counts what reached `dst`.
+pub async fn copy_exact(
+    src: &TcpStream,
+    dst: &TcpStream,
+    n: u64,
+    idle: Duration,
+    moved: &mut u64,
+) -> io::Result<()> {
+    let (pr, pw): (OwnedFd, OwnedFd) =
+        pipe_with(PipeFlags::NONBLOCK | PipeFlags::CLOEXEC).map_err(to_io)?;
+    let _ = rustix::pipe::fcntl_setpipe_size(&pw, CHUNK);
+    let timed_out = || io::Error::from(io::ErrorKind::TimedOut);
+    let mut left = n;
+    while left > 0 {
+        tokio::time::timeout(idle, src.readable())
+            .await
+            .map_err(|_| timed_out())??;
+        let want = usize::try_from(left).unwrap_or(CHUNK).min(CHUNK);
+        let got = match src.try_io(Interest::READABLE, || {
+            splice(src, None, &pw, None, want, flags()).map_err(to_io)
+        }) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(k) => k,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        };
+        left -= got as u64;
+        let mut in_pipe = got;
+        while in_pipe > 0 {
+            tokio::time::timeout(idle, dst.writable())
+                .await
+                .map_err(|_| timed_out())??;
+            match dst.try_io(Interest::WRITABLE, || {
+                splice(&pr, None, dst, None, in_pipe, flags()).map_err(to_io)
+            }) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(m) => {
+                    in_pipe -= m;
+                    *moved += m as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
