@@ -276,8 +276,9 @@ impl Server {
             tokio::select! {
                 _ = hup.recv() => {
                     self.control.registry.reopen_access_log();
+                    let t = Instant::now();
                     let outcome = self.control.reload().await;
-                    log_outcome("SIGHUP", &outcome);
+                    log_outcome("SIGHUP", &outcome, t.elapsed());
                 }
                 Some(first) = self.reload_rx.recv() => {
                     // Everyone who asked while a reload ran shares the next one.
@@ -285,8 +286,9 @@ impl Server {
                     while let Ok(w) = self.reload_rx.try_recv() {
                         waiters.push(w);
                     }
+                    let t = Instant::now();
                     let outcome = self.control.reload().await;
-                    log_outcome("API", &outcome);
+                    log_outcome("API", &outcome, t.elapsed());
                     for w in waiters {
                         let _ = w.send(outcome.clone());
                     }
@@ -348,9 +350,12 @@ impl Server {
     }
 }
 
-fn log_outcome(via: &str, outcome: &ReloadOutcome) {
+fn log_outcome(via: &str, outcome: &ReloadOutcome, took: Duration) {
     match outcome {
-        ReloadOutcome::Ok { summary } => tracing::info!("reload ({via}): {summary}"),
+        ReloadOutcome::Ok { summary } => tracing::info!(
+            "reload ({via}): {summary}; applied in {:.1} ms",
+            took.as_secs_f64() * 1000.0
+        ),
         ReloadOutcome::Failed { errors } => {
             for e in errors {
                 tracing::error!("reload ({via}) refused: {e}");

@@ -2,20 +2,24 @@
 //! seconds>-<24 hex>` added when absent; a `Self=` field inserted before an
 //! existing `Root` (or updated when present).
 
-use std::fmt::Write;
 
 /// A new trace id segment `1-xxxxxxxx-yyyyyyyyyyyyyyyyyyyyyyyy`.
 fn segment(now_unix: u64, out: &mut String) {
-    let _ = write!(
-        out,
-        "1-{:08x}-{:08x}{:016x}",
-        now_unix as u32,
-        fastrand::u32(..),
-        fastrand::u64(..)
-    );
+    out.push_str("1-");
+    push_hex(out, u64::from(now_unix as u32), 8);
+    out.push('-');
+    push_hex(out, u64::from(fastrand::u32(..)), 8);
+    push_hex(out, fastrand::u64(..), 16);
 }
 
-/// The header value to send to the target, given the client's value (if any).
+/// Appends the low `digits` hex digits of `v`, lower case, zero-padded.
+fn push_hex(out: &mut String, v: u64, digits: u32) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for i in (0..digits).rev() {
+        out.push(char::from(HEX[((v >> (i * 4)) & 0xf) as usize]));
+    }
+}
+
 pub fn value(client: Option<&str>, now_unix: u64) -> String {
     let mut out = String::with_capacity(48);
     match client

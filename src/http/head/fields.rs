@@ -1,7 +1,6 @@
 //! The pieces of head parsing: header kinds, the framing-header grammars, the resumable
 //! end-of-head scan, error diagnosis, and small byte helpers.
 
-use std::io::Write as _;
 use std::ops::Range;
 
 use super::{MAX_CONNECTION_OPTIONS, MAX_HEADERS};
@@ -480,6 +479,16 @@ pub(super) fn find_header<'b>(
 }
 
 /// Appends `n` in decimal.
-pub(super) fn push_u64(out: &mut Vec<u8>, n: u64) {
-    let _ = write!(out, "{n}");
+pub(super) fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
 }

@@ -82,7 +82,8 @@ pub fn write_upstream_request(
                 out.extend_from_slice(b", ");
             }
         }
-        let _ = write!(out, "{}\r\n", fwd.client_ip.to_canonical());
+        push_ip(out, fwd.client_ip.to_canonical());
+        out.extend_from_slice(b"\r\n");
     }
     push_header(out, b"X-Forwarded-Proto", fwd.proto.as_bytes());
     out.extend_from_slice(b"X-Forwarded-Port: ");
@@ -93,6 +94,24 @@ pub fn write_upstream_request(
     }
     push_framing(out, head.framing);
     out.extend_from_slice(b"\r\n");
+}
+
+/// Appends an address the way `Display` writes it (IPv4 without formatting
+/// machinery: it is on every forwarded request).
+fn push_ip(out: &mut Vec<u8>, ip: std::net::IpAddr) {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            for (i, o) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                push_u64(out, u64::from(o));
+            }
+        }
+        std::net::IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
+    }
 }
 
 /// Appends the head to send to a client: `HTTP/1.1 <status> <reason>` (the canonical
