@@ -2,7 +2,6 @@
 //! seconds>-<24 hex>` added when absent; a `Self=` field inserted before an
 //! existing `Root` (or updated when present).
 
-
 /// A new trace id segment `1-xxxxxxxx-yyyyyyyyyyyyyyyyyyyyyyyy`.
 fn segment(now_unix: u64, out: &mut String) {
     out.push_str("1-");
