@@ -301,6 +301,9 @@ proptest! {
         for r in &resps {
             r.write(&mut stream);
         }
+        let mut h = ResponseHead::default();
+        prop_assert_eq!(head::parse_response(&stream, false, &mut h), Ok(Some(())));
+        prop_assert_eq!(h.status, resps[0].status);
         fulcrum::fuzzing::response_head(&stream);
     }
 
