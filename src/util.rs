@@ -1,4 +1,4 @@
-//! Small helpers without a better home: RFC 3339 time stamps.
+//! Small helpers without a better home: RFC 3339 time stamps, size-capped file reads.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -30,8 +30,43 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
+/// Reads a whole file of at most `max` bytes; a larger one (or an endless one such
+/// as `/dev/zero`) is an `InvalidData` error instead of exhausting memory.
+pub fn read_capped(path: &std::path::Path, max: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(max + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("larger than {max} bytes"),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// Secrets, tokens and keys named by the config are small.
+pub const MAX_SECRET_FILE_BYTES: u64 = 64 * 1024;
+/// PEM bundles (CA files).
+pub const MAX_PEM_BYTES: u64 = 4 * 1024 * 1024;
+/// The config file itself.
+pub const MAX_CONFIG_BYTES: u64 = 16 * 1024 * 1024;
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn read_capped_refuses_endless_and_large_files() {
+        let e = super::read_capped(std::path::Path::new("/dev/zero"), 1024).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData, "{e}");
+        let dir = std::env::temp_dir().join(format!("fulcrum-capped-{}", std::process::id()));
+        std::fs::write(&dir, b"0123456789").unwrap();
+        assert_eq!(super::read_capped(&dir, 10).unwrap(), b"0123456789");
+        assert!(super::read_capped(&dir, 9).is_err());
+        let _ = std::fs::remove_file(&dir);
+    }
+
     use super::*;
     use std::time::Duration;
 

@@ -185,7 +185,7 @@ fn tls_parameters(s: &SmtpSettings) -> Result<TlsParameters, Failure> {
     let mut b = TlsParameters::builder(s.host.clone());
     match &s.ca_file {
         Some(path) => {
-            let pem = std::fs::read(path)
+            let pem = crate::util::read_capped(path, crate::util::MAX_PEM_BYTES)
                 .map_err(|e| Failure::config(format!("smtp.ca_file {}: {e}", path.display())))?;
             if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
                 return Err(Failure::config(format!(

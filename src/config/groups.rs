@@ -31,8 +31,10 @@ pub(super) fn ca_file(cx: &mut Ctx, n: &Node, path: &str) -> Option<PathBuf> {
     }
     let p = cx.path(s.v.trim());
     use rustls_pki_types::pem::PemObject;
-    let count = match rustls_pki_types::CertificateDer::pem_file_iter(&p) {
-        Ok(it) => {
+    let pem = crate::util::read_capped(&p, crate::util::MAX_PEM_BYTES);
+    let count = match pem {
+        Ok(pem) => {
+            let it = rustls_pki_types::CertificateDer::pem_slice_iter(&pem);
             let mut count = 0usize;
             for c in it {
                 match c {

@@ -75,7 +75,7 @@ pub fn load(path: &Path) -> Result<Snapshot, Vec<ConfigError>> {
 /// [`load`] with explicit options.
 pub fn load_with(path: &Path, opts: LoadOptions) -> Result<Snapshot, Vec<ConfigError>> {
     let shown = path.display().to_string();
-    let bytes = match std::fs::read(path) {
+    let bytes = match crate::util::read_capped(path, crate::util::MAX_CONFIG_BYTES) {
         Ok(b) => b,
         Err(e) => {
             let mut errs = Errors::new(shown);

@@ -84,7 +84,7 @@ fn host_name() -> String {
 pub(super) fn secret_file(cx: &mut Ctx, n: &Node, path: &str) -> Option<std::path::PathBuf> {
     let s = nonempty(&mut cx.errs, n, path)?;
     let p = cx.path(&s.v);
-    match std::fs::read(&p) {
+    match crate::util::read_capped(&p, crate::util::MAX_SECRET_FILE_BYTES) {
         Ok(b) if b.iter().all(|c| c.is_ascii_whitespace()) => {
             cx.errs
                 .push(n.pos, path, format!("{} is empty", p.display()));

@@ -188,7 +188,7 @@ impl Registry {
     ) -> Arc<crate::balancer::cookie::CookieKey> {
         use crate::balancer::cookie::CookieKey;
         if let Some(path) = secret_file {
-            match std::fs::read(path) {
+            match crate::util::read_capped(path, crate::util::MAX_SECRET_FILE_BYTES) {
                 Ok(bytes) => {
                     let trimmed = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
                     return Arc::new(CookieKey::new(trimmed));
