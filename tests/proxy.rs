@@ -108,8 +108,8 @@ async fn large_bodies_stream_intact_both_ways() {
         assert_eq!(r.body.len(), n);
         assert!(r.body == pattern(n), "8 MiB response corrupted on the way");
 
-        // Large bodies of known length move by splice(2) between plain sockets:
-        // still counted, and the connections stay usable for the next exchange.
+        // Large bodies are counted, and the connections stay usable for the next
+        // exchange; the same through the splice(2) path (FULCRUM_HTTP_SPLICE=1).
         let out = _f
             .metric(
                 "fulcrum_processed_bytes_total",
@@ -121,15 +121,34 @@ async fn large_bodies_stream_intact_both_ways() {
             out >= (16 * 1024 * 1024) as f64,
             "processed bytes out: {out}"
         );
-        let mut c = Conn::connect(local(web)).await.unwrap();
-        for _ in 0..3 {
-            let r = c.get(&format!("/big?n={}", 300 * 1024)).await.unwrap();
-            assert_eq!(r.status, 200);
-            assert!(
-                r.body == pattern(300 * 1024),
-                "spliced body on a keep-alive connection"
-            );
+        let web2 = free_port();
+        let spliced = Fulcrum::start_env(
+            &simple_config(free_port(), web2, &[a.addr]),
+            &[("FULCRUM_HTTP_SPLICE", "1")],
+        )
+        .await;
+        for port in [web, web2] {
+            let mut c = Conn::connect(local(port)).await.unwrap();
+            for n in [300 * 1024, 8 * 1024 * 1024, 70 * 1024] {
+                let r = c.get(&format!("/big?n={n}")).await.unwrap();
+                assert_eq!(r.status, 200);
+                assert!(
+                    r.body == pattern(n),
+                    "{n}-byte body on a keep-alive connection (port {port})"
+                );
+            }
         }
+        let out = spliced
+            .metric(
+                "fulcrum_processed_bytes_total",
+                &[("listener", "web"), ("direction", "out")],
+            )
+            .await
+            .unwrap_or(0.0);
+        assert!(
+            out >= (8 * 1024 * 1024) as f64,
+            "spliced bytes counted: {out}"
+        );
     })
     .await;
 }
