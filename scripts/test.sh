@@ -12,7 +12,7 @@ log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 status=0
 cargo test --locked --doc 2>&1 | tee -a "$log" || status=1
-cargo test --locked --all-targets 2>&1 | tee -a "$log" || status=1
+cargo test --locked --no-fail-fast --all-targets 2>&1 | tee -a "$log" || status=1
 if [ "${FULCRUM_SKIP_FUZZ:-}" = 1 ]; then
   echo "fuzz: skipped (FULCRUM_SKIP_FUZZ=1)"
 elif bash scripts/fuzz.sh; then
