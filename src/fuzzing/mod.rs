@@ -95,6 +95,31 @@ pub(crate) fn text(b: &[u8]) -> String {
 }
 
 /// Header (name, value) pairs as bytes.
+/// Parses `buf` whole and again one byte at a time with `parse` (a resumable head
+/// parser must give the same answer either way); returns the answer and both heads.
+pub(crate) fn whole_and_stepped<H: Default, E: PartialEq + std::fmt::Debug>(
+    buf: &[u8],
+    mut parse: impl FnMut(&[u8], &mut H) -> Result<Option<()>, E>,
+) -> (Result<Option<()>, E>, H, H) {
+    let mut whole = H::default();
+    let got = parse(buf, &mut whole);
+    let mut step = H::default();
+    let mut stepped = Ok(None);
+    for end in 0..=buf.len() {
+        stepped = parse(&buf[..end], &mut step);
+        if stepped != Ok(None) {
+            break;
+        }
+    }
+    assert_eq!(
+        got,
+        stepped,
+        "byte-at-a-time parse differs: {:?}",
+        text(buf)
+    );
+    (got, whole, step)
+}
+
 pub(crate) type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// The header lines of a parsed head, as bytes.

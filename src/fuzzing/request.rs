@@ -76,22 +76,9 @@ pub fn request_head(data: &[u8]) {
 /// Parses `buf` whole and again one byte at a time (the resumable scan must give the
 /// same answer), then checks what a parsed head or an error says.
 fn parse_checked(buf: &[u8], limits: &Limits) -> Parsed {
-    let mut whole = RequestHead::default();
-    let got = head::parse_request(buf, limits, &mut whole);
-    let mut step = RequestHead::default();
-    let mut stepped = Ok(None);
-    for end in 0..=buf.len() {
-        stepped = head::parse_request(&buf[..end], limits, &mut step);
-        if stepped != Ok(None) {
-            break;
-        }
-    }
-    assert_eq!(
-        got,
-        stepped,
-        "byte-at-a-time parse differs: {:?}",
-        text(buf)
-    );
+    let (got, whole, step) = super::whole_and_stepped(buf, |b, h: &mut RequestHead| {
+        head::parse_request(b, limits, h)
+    });
     match got {
         Ok(None) => None,
         Ok(Some(())) => {

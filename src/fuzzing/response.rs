@@ -50,22 +50,9 @@ pub fn response_head(data: &[u8]) {
 
 /// Parses `buf` whole and one byte at a time (same answer), then checks the head.
 fn parse_checked(buf: &[u8], head_req: bool) -> Option<Result<ResponseHead, ResponseError>> {
-    let mut whole = ResponseHead::default();
-    let got = head::parse_response(buf, head_req, &mut whole);
-    let mut step = ResponseHead::default();
-    let mut stepped = Ok(None);
-    for end in 0..=buf.len() {
-        stepped = head::parse_response(&buf[..end], head_req, &mut step);
-        if stepped != Ok(None) {
-            break;
-        }
-    }
-    assert_eq!(
-        got,
-        stepped,
-        "byte-at-a-time parse differs: {:?}",
-        text(buf)
-    );
+    let (got, whole, step) = super::whole_and_stepped(buf, |b, h: &mut ResponseHead| {
+        head::parse_response(b, head_req, h)
+    });
     match got {
         Ok(None) => None,
         Ok(Some(())) => {
