@@ -83,3 +83,73 @@ mod tests {
         );
     }
 }
+
+thread_local! {
+    /// (monotonic instant, wall clock in ms since the epoch at that instant).
+    static WALL_ANCHOR: std::cell::Cell<Option<(std::time::Instant, u64)>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// Wall-clock milliseconds since the Unix epoch at monotonic instant `at`,
+/// without a clock read: derived from a per-thread anchor that is renewed once
+/// `at` is a second past it (so a stepped system clock shows within a second).
+/// `at` is a time the caller already read (a request's start).
+pub fn unix_ms_at(at: std::time::Instant) -> u64 {
+    WALL_ANCHOR.with(|a| {
+        if let Some((t, ms)) = a.get() {
+            if let Some(d) = at.checked_duration_since(t) {
+                if d < std::time::Duration::from_secs(1) {
+                    return ms + d.as_millis() as u64;
+                }
+            }
+        }
+        let now = std::time::Instant::now();
+        let ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        a.set(Some((now, ms)));
+        // `at` is at most a little before `now` (it was read earlier).
+        ms.saturating_sub(now.saturating_duration_since(at).as_millis() as u64)
+    })
+}
+
+#[cfg(test)]
+mod wall_tests {
+    use super::*;
+
+    #[test]
+    fn unix_ms_at_follows_the_wall_clock() {
+        let wall = || {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as u64
+        };
+        let before = wall();
+        let t = std::time::Instant::now();
+        let first = unix_ms_at(t);
+        // An instant 200 ms later is answered from the anchor.
+        let later = unix_ms_at(t + std::time::Duration::from_millis(200));
+        let after = wall();
+        assert!(
+            first + 2 >= before && first <= after + 2,
+            "{before} {first} {after}"
+        );
+        assert!(
+            later >= first + 199 && later <= first + 201,
+            "{first} {later}"
+        );
+        // An instant earlier than the anchor re-anchors and still answers.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let t2 = std::time::Instant::now();
+        let again = unix_ms_at(t2);
+        assert!(
+            again >= first + 19 && again <= wall() + 2,
+            "{first} {again}"
+        );
+        assert!(
+            unix_ms_at(t) + 15 <= again,
+            "an earlier instant maps earlier"
+        );
+    }
+}

@@ -124,12 +124,24 @@ pub fn pick(
     client: IpAddr,
     skip: Option<usize>,
 ) -> Result<usize, NoTarget> {
+    pick_at(group, cfg, node_zone, client, skip, now_ms())
+}
+
+/// [`pick`] at wall-clock time `now` (ms since the epoch, for slow start), for
+/// a caller that already knows the time.
+pub fn pick_at(
+    group: &LiveGroup,
+    cfg: &TargetGroup,
+    node_zone: &str,
+    client: IpAddr,
+    skip: Option<usize>,
+    now: u64,
+) -> Result<usize, NoTarget> {
     let n = group.targets.len();
     let scope = scope(group, cfg, node_zone).ok_or(NoTarget::Unavailable)?;
     let ok = |i: usize| {
         Some(i) != skip && in_scope(scope, &group.targets[i], &cfg.targets[i].zone, node_zone)
     };
-    let now = now_ms();
     let picked = match cfg.algorithm {
         Algorithm::RoundRobin => round_robin(group, cfg, n, &ok, now),
         Algorithm::LeastOutstandingRequests => least_outstanding(group, n, &ok),

@@ -195,7 +195,12 @@ pub async fn serve<C: Stream>(
     shared: Arc<Shared>,
     tls: Option<crate::tls::server::TlsInfo>,
 ) {
-    let mut draining = shared.draining.subscribe();
+    let draining = shared.draining.subscribe();
+    // One wait for the drain signal lives as long as the connection (not one
+    // per request): the idle waits below poll it.
+    let mut drain_rx = draining.clone();
+    let drain = drain_rx.changed();
+    tokio::pin!(drain);
     let cx = ConnCx {
         peer,
         client_ip: crate::net::canonical_ip(peer.ip()),
@@ -210,6 +215,12 @@ pub async fn serve<C: Stream>(
     // the worker's spares while the connection idles; this loop's own state (the
     // task) stays small.
     let mut bufs = Held(Some(Spare::take()));
+    let sleep = tokio::time::sleep(Duration::from_secs(365 * 86400));
+    tokio::pin!(sleep);
+    let mut timer = IdleTimer {
+        deadline: sleep.deadline(),
+        sleep,
+    };
     loop {
         // Between requests only idle_timeout applies, and closing is silent.
         if bufs.0.as_ref().is_none_or(|b| b.client.is_empty()) {
@@ -229,12 +240,13 @@ pub async fn serve<C: Stream>(
                 if let Some(b) = bufs.0.take() {
                     Spare::give(b);
                 }
+                timer.deadline = deadline;
                 tokio::select! {
-                    r = tokio::time::timeout_at(deadline, std::future::poll_fn(|c| client.poll_idle_ready(c))) => match r {
-                        Ok(Ok(())) => {}
-                        _ => return,
+                    r = std::future::poll_fn(|c| client.poll_idle_ready(c)) => if r.is_err() {
+                        return;
                     },
-                    _ = draining.changed() => return,
+                    _ = timer.expired() => return,
+                    _ = &mut drain => return,
                 }
                 let b = bufs.0.insert(Spare::take());
                 match tokio::time::timeout_at(deadline, read_more(&mut client, &mut b.client)).await
@@ -253,7 +265,7 @@ pub async fn serve<C: Stream>(
                             Ok(_) => return,
                             Err(_) => false,
                         },
-                        _ = draining.changed() => return,
+                        _ = &mut drain => return,
                     },
                     None => false,
                 };
@@ -267,7 +279,7 @@ pub async fn serve<C: Stream>(
                             Ok(Ok(n)) if n > 0 => n,
                             _ => return,
                         },
-                        _ = draining.changed() => return,
+                        _ = &mut drain => return,
                     };
                     bufs.0
                         .insert(Spare::take())
@@ -278,8 +290,36 @@ pub async fn serve<C: Stream>(
         }
         let Some(b) = bufs.0.as_mut() else { return };
         // Boxed: a request's large state lives on the heap only while it runs.
-        if !Box::pin(request(&mut client, b, &cx, &draining)).await {
+        if !Box::pin(request(&mut client, b, &cx, &draining, &mut timer)).await {
             return;
+        }
+    }
+}
+
+/// A connection's one timer for its idle waits (between requests, and for a
+/// target's answer). Moving the deadline later costs no timer-wheel work: the
+/// sleep registered for an earlier deadline fires, finds the deadline moved and
+/// sleeps again, so a busy keep-alive connection registers about one timer per
+/// idle period instead of two per request.
+struct IdleTimer<'a> {
+    sleep: std::pin::Pin<&'a mut tokio::time::Sleep>,
+    deadline: tokio::time::Instant,
+}
+
+impl IdleTimer<'_> {
+    /// Resolves once `self.deadline` has passed.
+    async fn expired(&mut self) {
+        loop {
+            let at = self.sleep.deadline();
+            // Earlier than registered: move it now. Later: only once the
+            // registered time has come (the sleep fired early).
+            if at > self.deadline || (at < self.deadline && self.sleep.is_elapsed()) {
+                self.sleep.as_mut().reset(self.deadline);
+            }
+            self.sleep.as_mut().await;
+            if self.sleep.deadline() >= self.deadline {
+                return;
+            }
         }
     }
 }
@@ -303,6 +343,7 @@ async fn request<C: Stream>(
     b: &mut Bufs,
     cx: &ConnCx,
     draining: &tokio::sync::watch::Receiver<bool>,
+    timer: &mut IdleTimer<'_>,
 ) -> bool {
     let (peer, client_ip, local_port, born) = (cx.peer, cx.client_ip, cx.local_port, cx.born);
     let listener = &cx.listener;
@@ -339,7 +380,7 @@ async fn request<C: Stream>(
             ..Limits::default()
         };
         // The head must arrive whole within header_timeout of its first byte.
-        let deadline = tokio::time::Instant::now() + cfg.header_timeout;
+        let deadline = tokio::time::Instant::from_std(b.t0) + cfg.header_timeout;
         b.req.clear();
         let parsed = loop {
             match head::parse_request(&b.client, &limits, &mut b.req) {
@@ -399,12 +440,12 @@ async fn request<C: Stream>(
                 }
             }
         }
-        let old_age = born.elapsed() >= cfg.client_keep_alive;
+        let old_age = b.t0.saturating_duration_since(born) >= cfg.client_keep_alive;
         let keep = b.req.keep_alive && !old_age && !*draining.borrow() && !close_both;
         // Boxed: the exchange's large state lives on the heap only while a request
         // runs, so an idle connection's task stays small.
         let outcome = Box::pin(exchange(
-            client, b, &live, cfg, client_ip, local_port, keep, close_both, listener,
+            client, b, &live, cfg, client_ip, local_port, keep, close_both, listener, timer,
         ))
         .await;
         match outcome {
@@ -563,6 +604,7 @@ async fn exchange<C: Stream>(
     keep: bool,
     close_both: bool,
     listener: &str,
+    timer: &mut IdleTimer<'_>,
 ) -> Result<bool, Fail> {
     let li = live.listener_index(listener).unwrap_or(0);
     let lstate = &live.listeners[li];
@@ -613,7 +655,7 @@ async fn exchange<C: Stream>(
             }
             // Group stickiness: a valid FULCRUMLBTG cookie naming a group of this
             // forward (with a weight above 0) keeps the client on it.
-            let now = unix_now();
+            let now = unix_secs(b.t0);
             let sticky = f.stickiness.and_then(|_| {
                 let id = cookie_values(&b.client, &b.req, cookie::GROUP_COOKIE)
                     .find_map(|v| live.cookie_key.verify(cookie::GROUP_COOKIE, v, now))?;
@@ -648,7 +690,7 @@ async fn exchange<C: Stream>(
                 close_both,
                 set_cookie,
             };
-            proxy(client, b, live, cfg, gid, &opts, li).await
+            proxy(client, b, live, cfg, gid, &opts, li, timer).await
         }
         Action::FixedResponse(fr) => {
             lstate.state.metrics.fixed_response();
@@ -739,10 +781,9 @@ struct ProxyOpts {
     set_cookie: Option<String>,
 }
 
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+/// Wall-clock seconds at `t` (a request's start), without reading the clock.
+fn unix_secs(t: Instant) -> u64 {
+    crate::util::unix_ms_at(t) / 1000
 }
 
 /// The values of cookie `name` over every `Cookie` header of the request.
@@ -839,6 +880,7 @@ async fn proxy<C: Stream>(
     gid: crate::snapshot::GroupId,
     opts: &ProxyOpts,
     li: usize,
+    timer: &mut IdleTimer<'_>,
 ) -> Result<bool, Fail> {
     let (client_ip, local_port, keep) = (opts.client_ip, opts.local_port, opts.keep);
     let group = &live.groups[gid.0 as usize];
@@ -862,7 +904,8 @@ async fn proxy<C: Stream>(
         .req
         .header(&b.client, "x-amzn-trace-id")
         .and_then(|v| std::str::from_utf8(v).ok());
-    let trace_id = super::trace::value(trace_in, unix_now());
+    let now = unix_secs(b.t0);
+    let trace_id = super::trace::value(trace_in, now);
     if let Some(r) = b.rec.as_mut() {
         r.trace_id = Some(trace_id.clone());
         r.actions_executed = "forward";
@@ -885,7 +928,6 @@ async fn proxy<C: Stream>(
     let upgrade_websocket = b.req.upgrade_websocket;
     let req_head_len = b.req.head_len;
     // Target stickiness (SPEC §4): a valid cookie naming an eligible target wins.
-    let now = unix_now();
     let sticky_name = match &gcfg.stickiness {
         Some(Stickiness::LbCookie { .. }) => Some(cookie::LB_COOKIE),
         Some(Stickiness::AppCookie { .. }) => Some(cookie::APP_COOKIE),
@@ -905,7 +947,14 @@ async fn proxy<C: Stream>(
     let (ti, mut up, mut pooled) = loop {
         let sticky = sticky_target.filter(|i| skip != Some(*i));
         let ti = match sticky.map(Ok).unwrap_or_else(|| {
-            crate::balancer::pick(group, gcfg, &live.snapshot.node.zone, client_ip, skip)
+            crate::balancer::pick_at(
+                group,
+                gcfg,
+                &live.snapshot.node.zone,
+                client_ip,
+                skip,
+                crate::util::unix_ms_at(b.t0),
+            )
         }) {
             Ok(ti) => ti,
             Err(e) => {
@@ -917,7 +966,7 @@ async fn proxy<C: Stream>(
             }
         };
         let addr = gcfg.targets[ti].addr;
-        if let Some(s) = pool::checkout(addr) {
+        if let Some(s) = pool::checkout(addr, b.t0) {
             break (ti, s, true);
         }
         let tls = live.target_tls(gid, ti);
@@ -970,7 +1019,15 @@ async fn proxy<C: Stream>(
                 }
                 b.upstream.clear();
                 b.resp.clear();
-                match read_response_head(client, &mut up, b, method_head, cfg.idle_timeout).await {
+                // Without a body the request left at sent_at.
+                let from = if no_body && !attempt_fresh {
+                    tokio::time::Instant::from_std(sent_at)
+                } else {
+                    tokio::time::Instant::now()
+                };
+                let idle = cfg.idle_timeout;
+                timer.deadline = from + idle;
+                match read_response_head(client, &mut up, b, method_head, timer, idle).await {
                     Ok(()) => break,
                     Err(RespFail::ClosedBeforeAnyByte)
                         if pooled && !attempt_fresh && idempotent && no_body => {}
@@ -1012,13 +1069,15 @@ async fn proxy<C: Stream>(
             }
         }
         b.out = head_bytes;
-        gm.response_seconds.record(sent_at.elapsed().as_secs_f64());
+        let answered = Instant::now();
+        let waited = answered.saturating_duration_since(sent_at);
+        gm.response_seconds.record(waited.as_secs_f64());
         let status = b.resp.status;
         gm.response(status);
         if let Some(r) = b.rec.as_mut() {
             r.target_status = Some(status);
             r.elb_status = Some(status);
-            r.target_processing = Some(sent_at.elapsed());
+            r.target_processing = Some(waited);
         }
 
         // A 101 opens a byte tunnel only for a WebSocket upgrade the client asked for.
@@ -1136,7 +1195,16 @@ async fn proxy<C: Stream>(
             r.sent_bytes = sent;
         }
         if upstream_clean && b.resp.keep_alive && b.upstream.is_empty() && !close_upstream {
-            pool::checkin(tcfg.addr, up, gcfg.keep_alive_timeout);
+            // Idle from now on: when the body came with the head, that was `answered`.
+            let now = if matches!(
+                body_framing,
+                BodyFraming::None | BodyFraming::ContentLength(0)
+            ) {
+                answered
+            } else {
+                Instant::now()
+            };
+            pool::checkin(tcfg.addr, up, gcfg.keep_alive_timeout, now);
         }
         if client_close {
             let _ = client.shutdown().await;
@@ -1272,11 +1340,11 @@ async fn read_response_head<C: Stream>(
     up: &mut pool::Conn,
     b: &mut Bufs,
     method_head: bool,
+    timer: &mut IdleTimer<'_>,
     idle: Duration,
 ) -> Result<(), RespFail> {
-    // Idle means no byte from the target for `idle`: a head that trickles in is
-    // not idle.
-    let mut deadline = tokio::time::Instant::now() + idle;
+    // Idle means no byte from the target for `idle` (`timer` starts counting when
+    // the request was sent): a head that trickles in is not idle.
     // While the target thinks, a client that closes its connection ends the
     // exchange (ALB's 460); bytes it sends meanwhile are pipelined requests.
     loop {
@@ -1296,7 +1364,8 @@ async fn read_response_head<C: Stream>(
         }
         let got_any = !b.upstream.is_empty();
         let read = tokio::select! {
-            r = tokio::time::timeout_at(deadline, read_more(up, &mut b.upstream)) => r,
+            r = read_more(up, &mut b.upstream) => Ok(r),
+            _ = timer.expired() => Err(()),
             c = read_more(client, &mut b.client), if b.client.len() < 64 * 1024 => {
                 match c {
                     Ok(0) | Err(_) => return Err(RespFail::ClientGone),
@@ -1310,7 +1379,7 @@ async fn read_response_head<C: Stream>(
                 return Err(RespFail::ClosedBeforeAnyByte);
             }
             Ok(Ok(0)) | Ok(Err(_)) => return Err(RespFail::Io),
-            Ok(Ok(_)) => deadline = tokio::time::Instant::now() + idle,
+            Ok(Ok(_)) => timer.deadline = tokio::time::Instant::now() + idle,
             Err(_) => return Err(RespFail::Timeout),
         }
     }
@@ -1411,6 +1480,46 @@ async fn stream_response_body<C: Stream>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn idle_timer_follows_its_deadline_both_ways() {
+        let sleep = tokio::time::sleep(Duration::from_secs(3600));
+        tokio::pin!(sleep);
+        let mut timer = IdleTimer {
+            deadline: sleep.deadline(),
+            sleep,
+        };
+        let ms = Duration::from_millis;
+        let start = tokio::time::Instant::now();
+        // Registered for 40 ms, then moved to 200 ms: fires at the later time,
+        // after sleeping through the early wake (no busy loop: it would hang here).
+        timer.deadline = start + ms(40);
+        let first = tokio::time::timeout(ms(10), timer.expired()).await;
+        assert!(first.is_err(), "fired before its deadline");
+        timer.deadline = start + ms(200);
+        timer.expired().await;
+        let t = start.elapsed();
+        assert!(
+            t >= ms(195) && t < ms(2000),
+            "fired after {t:?}, want ~200 ms"
+        );
+        // Moved earlier than what is registered: fires at the earlier time.
+        let start = tokio::time::Instant::now();
+        timer.deadline = start + ms(3000);
+        let _ = tokio::time::timeout(ms(10), timer.expired()).await;
+        timer.deadline = start + ms(60);
+        timer.expired().await;
+        let t = start.elapsed();
+        assert!(
+            t >= ms(55) && t < ms(1500),
+            "fired after {t:?}, want ~60 ms"
+        );
+        // A deadline already past resolves at once.
+        timer.deadline = tokio::time::Instant::now() - ms(1);
+        tokio::time::timeout(ms(500), timer.expired())
+            .await
+            .expect("a past deadline resolves");
+    }
 
     #[test]
     fn routing_host_drops_port_and_case() {

@@ -4,18 +4,20 @@
 
 /// A new trace id segment `1-xxxxxxxx-yyyyyyyyyyyyyyyyyyyyyyyy`.
 fn segment(now_unix: u64, out: &mut String) {
-    out.push_str("1-");
-    push_hex(out, u64::from(now_unix as u32), 8);
-    out.push('-');
-    push_hex(out, u64::from(fastrand::u32(..)), 8);
-    push_hex(out, fastrand::u64(..), 16);
+    let mut seg = *b"1-xxxxxxxx-yyyyyyyyyyyyyyyyyyyyyyyy";
+    hex_into(&mut seg[2..10], u64::from(now_unix as u32));
+    hex_into(&mut seg[11..19], u64::from(fastrand::u32(..)));
+    hex_into(&mut seg[19..35], fastrand::u64(..));
+    // Only ASCII hex digits and '-' were written.
+    out.push_str(std::str::from_utf8(&seg).unwrap_or_default());
 }
 
-/// Appends the low `digits` hex digits of `v`, lower case, zero-padded.
-fn push_hex(out: &mut String, v: u64, digits: u32) {
+/// Writes the low `dst.len()` hex digits of `v` into `dst`, lower case, zero-padded.
+fn hex_into(dst: &mut [u8], v: u64) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    for i in (0..digits).rev() {
-        out.push(char::from(HEX[((v >> (i * 4)) & 0xf) as usize]));
+    let n = dst.len();
+    for (i, d) in dst.iter_mut().enumerate() {
+        *d = HEX[((v >> ((n - 1 - i) * 4)) & 0xf) as usize];
     }
 }
 

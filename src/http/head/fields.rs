@@ -254,7 +254,7 @@ pub(super) fn scan_head(
     }
     loop {
         let rest = buf.get(st.pos..).unwrap_or_default();
-        let Some(off) = rest.iter().position(|&b| b == b'\n') else {
+        let Some(off) = memchr::memchr(b'\n', rest) else {
             let mut partial = buf.len() - st.line_start;
             if partial > 0 && buf.last() == Some(&b'\r') {
                 partial -= 1;
