@@ -186,7 +186,7 @@ impl Default for Bufs {
     }
 }
 
-pub async fn serve<C: Stream>(
+pub fn serve<C: Stream>(
     mut client: C,
     peer: SocketAddr,
     local_port: u16,
@@ -194,13 +194,10 @@ pub async fn serve<C: Stream>(
     guard: ConnGuard,
     shared: Arc<Shared>,
     tls: Option<crate::tls::server::TlsInfo>,
-) {
-    let draining = shared.draining.subscribe();
-    // One wait for the drain signal lives as long as the connection (not one
-    // per request): the idle waits below poll it.
-    let mut drain_rx = draining.clone();
-    let drain = drain_rx.changed();
-    tokio::pin!(drain);
+) -> impl std::future::Future<Output = ()> {
+    // Built before the connection's future, which captures `client` and `cx`
+    // and uses them in place: an async fn would keep its arguments twice (as
+    // arguments and as locals), and this state is what an idle connection costs.
     let cx = ConnCx {
         peer,
         client_ip: crate::net::canonical_ip(peer.ip()),
@@ -209,91 +206,123 @@ pub async fn serve<C: Stream>(
         listener,
         guard,
         shared,
-        tls,
+        tls: tls.map(Box::new),
     };
-    // The buffers live on the heap while a request is in flight and go back to
-    // the worker's spares while the connection idles; this loop's own state (the
-    // task) stays small.
-    let mut bufs = Held(Some(Spare::take()));
-    let sleep = tokio::time::sleep(Duration::from_secs(365 * 86400));
-    tokio::pin!(sleep);
-    let mut timer = IdleTimer {
-        deadline: sleep.deadline(),
-        sleep,
-    };
-    loop {
-        // Between requests only idle_timeout applies, and closing is silent.
-        if bufs.0.as_ref().is_none_or(|b| b.client.is_empty()) {
-            if *draining.borrow() {
-                return;
-            }
-            let idle = {
-                let live = cx.shared.live.load();
-                match live.listener_index(&cx.listener) {
-                    Some(li) => live.snapshot.listeners[li].idle_timeout,
-                    None => return,
+    async move {
+        let draining = cx.shared.draining.subscribe();
+        // One wait for the drain signal lives as long as the connection (not one
+        // per request): the idle waits below poll it.
+        let mut drain_rx = draining.clone();
+        let drain = drain_rx.changed();
+        tokio::pin!(drain);
+        // The buffers live on the heap while a request is in flight and go back to
+        // the worker's spares while the connection idles; this loop's own state (the
+        // task) stays small.
+        let mut bufs = Held(Some(Spare::take()));
+        let sleep = tokio::time::sleep(Duration::from_secs(365 * 86400));
+        tokio::pin!(sleep);
+        let mut timer = IdleTimer {
+            deadline: sleep.deadline(),
+            sleep,
+        };
+        loop {
+            // Between requests only idle_timeout applies, and closing is silent.
+            if bufs.0.as_ref().is_none_or(|b| b.client.is_empty()) {
+                if *draining.borrow() {
+                    return;
                 }
-            };
-            let deadline = tokio::time::Instant::now() + idle;
-            if C::READY_WITHOUT_BUFFER {
-                // Wait for the next request's bytes holding no buffer at all.
-                if let Some(b) = bufs.0.take() {
-                    Spare::give(b);
-                }
-                timer.deadline = deadline;
-                tokio::select! {
-                    r = std::future::poll_fn(|c| client.poll_idle_ready(c)) => if r.is_err() {
-                        return;
-                    },
-                    _ = timer.expired() => return,
-                    _ = &mut drain => return,
-                }
-                let b = bufs.0.insert(Spare::take());
-                match tokio::time::timeout_at(deadline, read_more(&mut client, &mut b.client)).await
-                {
-                    Ok(Ok(n)) if n > 0 => {}
-                    _ => return,
-                }
-            } else {
-                // A busy keep-alive connection sends its next request at once; one
-                // that stays quiet gives its buffers back while it waits.
-                let quick = tokio::time::Instant::now() + IDLE_TRIM.min(idle);
-                let got = match bufs.0.as_mut() {
-                    Some(b) => tokio::select! {
-                        r = tokio::time::timeout_at(quick, read_more(&mut client, &mut b.client)) => match r {
-                            Ok(Ok(n)) if n > 0 => true,
-                            Ok(_) => return,
-                            Err(_) => false,
-                        },
-                        _ = &mut drain => return,
-                    },
-                    None => false,
+                let idle = {
+                    let live = cx.shared.live.load();
+                    match live.listener_index(&cx.listener) {
+                        Some(li) => live.snapshot.listeners[li].idle_timeout,
+                        None => return,
+                    }
                 };
-                if !got {
+                timer.deadline = tokio::time::Instant::now() + idle;
+                if C::READY_WITHOUT_BUFFER {
+                    // Wait for the next request's bytes holding no buffer at all.
                     if let Some(b) = bufs.0.take() {
                         Spare::give(b);
                     }
-                    let mut small = [0u8; 128];
-                    let n = tokio::select! {
-                        r = tokio::time::timeout_at(deadline, client.read(&mut small)) => match r {
-                            Ok(Ok(n)) if n > 0 => n,
+                    tokio::select! {
+                        r = std::future::poll_fn(|c| client.poll_idle_ready(c)) => if r.is_err() {
+                            return;
+                        },
+                        _ = timer.expired() => return,
+                        _ = &mut drain => return,
+                    }
+                    let b = bufs.0.insert(Spare::take());
+                    tokio::select! {
+                        r = read_more(&mut client, &mut b.client) => match r {
+                            Ok(n) if n > 0 => {}
                             _ => return,
                         },
-                        _ = &mut drain => return,
-                    };
-                    bufs.0
-                        .insert(Spare::take())
-                        .client
-                        .extend_from_slice(&small[..n]);
+                        _ = timer.expired() => return,
+                    }
+                } else if !Box::pin(idle_buffered(
+                    &mut client,
+                    &mut bufs,
+                    timer.deadline,
+                    idle,
+                    drain.as_mut(),
+                ))
+                .await
+                {
+                    return;
                 }
             }
-        }
-        let Some(b) = bufs.0.as_mut() else { return };
-        // Boxed: a request's large state lives on the heap only while it runs.
-        if !Box::pin(request(&mut client, b, &cx, &draining, &mut timer)).await {
-            return;
+            let Some(b) = bufs.0.as_mut() else { return };
+            // Boxed: a request's large state lives on the heap only while it runs.
+            if !Box::pin(request(&mut client, b, &cx, &draining, &mut timer)).await {
+                return;
+            }
         }
     }
+}
+
+/// The wait for the next request on a stream whose readiness does not show what
+/// it holds (TLS can hold decrypted bytes its socket no longer shows). A busy
+/// keep-alive connection sends its next request at once; one that stays quiet
+/// gives its buffers back while it waits. Boxed by the caller, so a plain
+/// connection's idle state does not carry this wait's larger one. `false`: the
+/// connection ends.
+async fn idle_buffered<C: Stream, D: std::future::Future>(
+    client: &mut C,
+    bufs: &mut Held,
+    deadline: tokio::time::Instant,
+    idle: Duration,
+    mut drain: std::pin::Pin<&mut D>,
+) -> bool {
+    let quick = tokio::time::Instant::now() + IDLE_TRIM.min(idle);
+    let got = match bufs.0.as_mut() {
+        Some(b) => tokio::select! {
+            r = tokio::time::timeout_at(quick, read_more(client, &mut b.client)) => match r {
+                Ok(Ok(n)) if n > 0 => true,
+                Ok(_) => return false,
+                Err(_) => false,
+            },
+            _ = drain.as_mut() => return false,
+        },
+        None => false,
+    };
+    if !got {
+        if let Some(b) = bufs.0.take() {
+            Spare::give(b);
+        }
+        let mut small = [0u8; 128];
+        let n = tokio::select! {
+            r = tokio::time::timeout_at(deadline, client.read(&mut small)) => match r {
+                Ok(Ok(n)) if n > 0 => n,
+                _ => return false,
+            },
+            _ = drain.as_mut() => return false,
+        };
+        bufs.0
+            .insert(Spare::take())
+            .client
+            .extend_from_slice(&small[..n]);
+    }
+    true
 }
 
 /// A connection's one timer for its idle waits (between requests, and for a
@@ -333,7 +362,7 @@ struct ConnCx {
     listener: Arc<str>,
     guard: ConnGuard,
     shared: Arc<Shared>,
-    tls: Option<crate::tls::server::TlsInfo>,
+    tls: Option<Box<crate::tls::server::TlsInfo>>,
 }
 
 /// Reads, checks and answers one request whose first bytes are in `b.client`.
