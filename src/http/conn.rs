@@ -244,7 +244,10 @@ pub fn serve<C: Stream>(
                     if let Some(b) = bufs.0.take() {
                         Spare::give(b);
                     }
+                    // Biased: a connection whose next request is there does not
+                    // poll the timer and the drain wait at all.
                     tokio::select! {
+                        biased;
                         r = std::future::poll_fn(|c| client.poll_idle_ready(c)) => if r.is_err() {
                             return;
                         },
@@ -999,7 +1002,9 @@ async fn proxy<C: Stream>(
             break (ti, s, true);
         }
         let tls = live.target_tls(gid, ti);
-        match pool::connect(addr, tls, None, CONNECT_TIMEOUT).await {
+        // Boxed: a new connection (rare with pooling) carries a large TLS
+        // handshake state that every pooled request would otherwise move along.
+        match Box::pin(pool::connect(addr, tls, None, CONNECT_TIMEOUT)).await {
             Ok(s) => break (ti, s, false),
             Err(_) if !retried && group.targets.len() > 1 => {
                 gm.connection_error();
@@ -1086,7 +1091,8 @@ async fn proxy<C: Stream>(
             // Retry on a fresh connection to the same target.
             attempt_fresh = true;
             pooled = false;
-            match pool::connect(tcfg.addr, live.target_tls(gid, ti), None, CONNECT_TIMEOUT).await {
+            let fresh = pool::connect(tcfg.addr, live.target_tls(gid, ti), None, CONNECT_TIMEOUT);
+            match Box::pin(fresh).await {
                 Ok(s) => {
                     up = s;
                 }
@@ -1393,6 +1399,7 @@ async fn read_response_head<C: Stream>(
         }
         let got_any = !b.upstream.is_empty();
         let read = tokio::select! {
+            biased;
             r = read_more(up, &mut b.upstream) => Ok(r),
             _ = timer.expired() => Err(()),
             c = read_more(client, &mut b.client), if b.client.len() < 64 * 1024 => {
