@@ -9,6 +9,7 @@ mod backend;
 mod client;
 mod groups;
 mod lab;
+mod ports;
 mod raw;
 
 // Each test file uses part of these.
@@ -41,24 +42,7 @@ pub fn repo_root() -> PathBuf {
 }
 
 /// A port on 127.0.0.1 that was free a moment ago.
-/// A port free right now, never one this test binary was given before: the
-/// kernel may hand out a port again as soon as the probe socket closes, and two
-/// listeners of one config on the same port fail validation (seen in CI).
-pub fn free_port() -> u16 {
-    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    loop {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("bind 127.0.0.1:0")
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
-        if !given.contains(&port) {
-            given.push(port);
-            return port;
-        }
-    }
-}
+pub use ports::free_port;
 
 pub fn local(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))

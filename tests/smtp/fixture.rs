@@ -31,13 +31,12 @@ pub fn require_aiosmtpd() {
 }
 
 /// A port on 127.0.0.1 that was free a moment ago.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+// Also loaded by `common` in test binaries that use both: two copies of a
+// stateless-but-for-bookkeeping helper, harmless.
+#[allow(clippy::duplicate_mod)]
+#[path = "../common/ports.rs"]
+mod ports;
+pub use ports::free_port;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
