@@ -256,6 +256,7 @@ pub fn serve<C: Stream>(
                     }
                     let b = bufs.0.insert(Spare::take());
                     tokio::select! {
+                        biased;
                         r = read_more(&mut client, &mut b.client) => match r {
                             Ok(n) if n > 0 => {}
                             _ => return,
