@@ -67,9 +67,10 @@ pub fn checkout(addr: SocketAddr, now: Instant) -> Option<Conn> {
     POOL.with(|p| {
         let mut p = p.borrow_mut();
         let list = p.get_mut(&addr)?;
-        list.retain(|c| c.expires > now);
+        // Newest first; older expired ones are left to the sweeper (no scan of
+        // the whole list per request).
         while let Some(c) = list.pop() {
-            if quiet(&c.stream) {
+            if c.expires > now && quiet(&c.stream) {
                 return Some(c.stream);
             }
         }
@@ -80,10 +81,19 @@ pub fn checkout(addr: SocketAddr, now: Instant) -> Option<Conn> {
 /// An idle connection must have nothing to read: bytes there answer no request (the
 /// next request would take them for its response: response queue poisoning), and an
 /// end of stream means the target closed it. Either way it is dropped.
+///
+/// The reactor's readiness decides first, without a system call: a pooled
+/// connection stays registered, so bytes or an end of stream that arrived while it
+/// sat idle have marked it readable (as HAProxy's and nginx's pollers see their idle
+/// server connections). Only a connection marked readable is peeked at; a peek that
+/// finds nothing clears the stale mark (the last response filled the buffer exactly).
 fn quiet(c: &Conn) -> bool {
-    let mut b = [std::mem::MaybeUninit::<u8>::uninit(); 1];
-    matches!(socket2::SockRef::from(c.tcp()).peek(&mut b),
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    let tcp = c.tcp();
+    let peeked = tcp.try_io(tokio::io::Interest::READABLE, || {
+        let mut b = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+        socket2::SockRef::from(tcp).peek(&mut b)
+    });
+    matches!(peeked, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }
 
 /// Returns a connection whose last exchange ended cleanly; it stays pooled for
