@@ -122,6 +122,12 @@ impl Spare {
             }
         }
         b.rec = None;
+        for t in [&mut b.host, &mut b.trace] {
+            t.clear();
+            if t.capacity() > SPARE_MAX_CAPACITY {
+                *t = String::new();
+            }
+        }
         SPARE.with(|s| {
             let mut s = s.borrow_mut();
             if s.len() < MAX_SPARE {
@@ -170,6 +176,10 @@ struct Bufs {
     rec: Option<Record>,
     /// When the current request's first byte arrived.
     t0: Instant,
+    /// The lower-cased Host the rules see, and the X-Amzn-Trace-Id sent upstream:
+    /// rewritten for every request, allocated once.
+    host: String,
+    trace: String,
 }
 
 impl Default for Bufs {
@@ -182,6 +192,8 @@ impl Default for Bufs {
             resp: ResponseHead::default(),
             rec: None,
             t0: Instant::now(),
+            host: String::new(),
+            trace: String::new(),
         }
     }
 }
@@ -645,8 +657,7 @@ async fn exchange<C: Stream>(
         let buf = &b.client;
         let target = std::str::from_utf8(b.req.target(buf)).unwrap_or("/");
         let (path, query) = target.split_once('?').unwrap_or((target, ""));
-        let mut host = String::new();
-        let host = host_for_routing(b.req.host(buf), &mut host);
+        let host = host_for_routing(b.req.host(buf), &mut b.host);
         let method = std::str::from_utf8(b.req.method(buf)).unwrap_or("");
         let headers = |f: &mut dyn FnMut(&str, &str) -> bool| {
             b.req.headers.iter().any(|(n, v)| {
@@ -938,12 +949,12 @@ async fn proxy<C: Stream>(
         .header(&b.client, "x-amzn-trace-id")
         .and_then(|v| std::str::from_utf8(v).ok());
     let now = unix_secs(b.t0);
-    let trace_id = super::trace::value(trace_in, now);
+    super::trace::write(trace_in, now, &mut b.trace);
     if let Some(r) = b.rec.as_mut() {
-        r.trace_id = Some(trace_id.clone());
+        r.trace_id = Some(b.trace.clone());
         r.actions_executed = "forward";
     }
-    let extra_all: [(&str, &str); 2] = [("X-Amzn-Trace-Id", &trace_id), ("Connection", "close")];
+    let extra_all: [(&str, &str); 2] = [("X-Amzn-Trace-Id", &b.trace), ("Connection", "close")];
     // A WebSocket upgrade already carries `Connection: upgrade`; its target
     // connection is never pooled when it must close, so one Connection header.
     let extra: &[(&str, &str)] = if close_upstream && !b.req.upgrade_websocket {

@@ -21,8 +21,18 @@ fn hex_into(dst: &mut [u8], v: u64) {
     }
 }
 
+/// The trace id to send upstream, given the client's (if any).
+#[cfg(test)]
 pub fn value(client: Option<&str>, now_unix: u64) -> String {
-    let mut out = String::with_capacity(48);
+    let mut out = String::new();
+    write(client, now_unix, &mut out);
+    out
+}
+
+/// The trace id to send upstream into `out` (cleared first), a buffer reused from
+/// request to request.
+pub fn write(client: Option<&str>, now_unix: u64, out: &mut String) {
+    out.clear();
     match client
         .map(str::trim)
         .filter(|c| !c.is_empty() && c.len() <= 7 * 1024)
@@ -30,7 +40,7 @@ pub fn value(client: Option<&str>, now_unix: u64) -> String {
         Some(c) if c.contains("Root=") => {
             // Drop an old Self and put ours first.
             out.push_str("Self=");
-            segment(now_unix, &mut out);
+            segment(now_unix, out);
             for field in c
                 .split(';')
                 .map(str::trim)
@@ -42,10 +52,9 @@ pub fn value(client: Option<&str>, now_unix: u64) -> String {
         }
         _ => {
             out.push_str("Root=");
-            segment(now_unix, &mut out);
+            segment(now_unix, out);
         }
     }
-    out
 }
 
 #[cfg(test)]

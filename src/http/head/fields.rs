@@ -29,27 +29,7 @@ pub(super) enum Kind {
 
 impl Kind {
     pub(super) fn of(name: &[u8]) -> Kind {
-        const NAMES: [(&str, Kind); 13] = [
-            ("host", Kind::Host),
-            ("content-length", Kind::ContentLength),
-            ("transfer-encoding", Kind::TransferEncoding),
-            ("connection", Kind::Connection),
-            ("keep-alive", Kind::KeepAlive),
-            ("proxy-connection", Kind::ProxyConnection),
-            ("te", Kind::Te),
-            ("trailer", Kind::Trailer),
-            ("upgrade", Kind::Upgrade),
-            ("expect", Kind::Expect),
-            ("x-forwarded-for", Kind::ForwardedFor),
-            ("x-forwarded-proto", Kind::ForwardedProto),
-            ("x-forwarded-port", Kind::ForwardedPort),
-        ];
-        if let Some((_, k)) = NAMES
-            .iter()
-            .find(|(n, _)| n.as_bytes().eq_ignore_ascii_case(name))
-        {
-            return *k;
-        }
+        let is = |lit: &[u8]| name.eq_ignore_ascii_case(lit);
         // `Transfer_Encoding`, `Content_Length`: some servers read `_` as `-`.
         let framing_like = |lit: &[u8]| {
             name.len() == lit.len()
@@ -58,10 +38,24 @@ impl Kind {
                     .zip(lit)
                     .all(|(a, b)| a.eq_ignore_ascii_case(b) || (*a == b'_' && *b == b'-'))
         };
-        if framing_like(b"transfer-encoding") || framing_like(b"content-length") {
-            Kind::Suspicious
-        } else {
-            Kind::Other
+        // By length first: most names are compared with at most two candidates.
+        match name.len() {
+            2 if is(b"te") => Kind::Te,
+            4 if is(b"host") => Kind::Host,
+            6 if is(b"expect") => Kind::Expect,
+            7 if is(b"trailer") => Kind::Trailer,
+            7 if is(b"upgrade") => Kind::Upgrade,
+            10 if is(b"connection") => Kind::Connection,
+            10 if is(b"keep-alive") => Kind::KeepAlive,
+            14 if is(b"content-length") => Kind::ContentLength,
+            15 if is(b"x-forwarded-for") => Kind::ForwardedFor,
+            16 if is(b"proxy-connection") => Kind::ProxyConnection,
+            16 if is(b"x-forwarded-port") => Kind::ForwardedPort,
+            17 if is(b"transfer-encoding") => Kind::TransferEncoding,
+            17 if is(b"x-forwarded-proto") => Kind::ForwardedProto,
+            14 if framing_like(b"content-length") => Kind::Suspicious,
+            17 if framing_like(b"transfer-encoding") => Kind::Suspicious,
+            _ => Kind::Other,
         }
     }
 
@@ -479,16 +473,6 @@ pub(super) fn find_header<'b>(
 }
 
 /// Appends `n` in decimal.
-pub(super) fn push_u64(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
+pub(super) fn push_u64(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }

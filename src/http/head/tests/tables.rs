@@ -173,3 +173,52 @@ fn keep_alive_expect_and_upgrade() {
         assert_eq!((h.keep_alive, h.expect_continue, h.upgrade_websocket), (*ka, *expect, *ws), "{name}");
     }
 }
+
+/// Every header name that matters is known in any letter case; the framing names
+/// spelt with `_` are suspicious; near misses of every length are ordinary.
+#[test]
+fn header_kinds_by_name() {
+    use super::super::fields::Kind;
+    let known = [
+        ("host", Kind::Host),
+        ("content-length", Kind::ContentLength),
+        ("transfer-encoding", Kind::TransferEncoding),
+        ("connection", Kind::Connection),
+        ("keep-alive", Kind::KeepAlive),
+        ("proxy-connection", Kind::ProxyConnection),
+        ("te", Kind::Te),
+        ("trailer", Kind::Trailer),
+        ("upgrade", Kind::Upgrade),
+        ("expect", Kind::Expect),
+        ("x-forwarded-for", Kind::ForwardedFor),
+        ("x-forwarded-proto", Kind::ForwardedProto),
+        ("x-forwarded-port", Kind::ForwardedPort),
+    ];
+    for (name, kind) in known {
+        assert_eq!(Kind::of(name.as_bytes()), kind, "{name}");
+        assert_eq!(
+            Kind::of(name.to_ascii_uppercase().as_bytes()),
+            kind,
+            "{name}"
+        );
+        // One letter changed: same length, another name.
+        let mut near = name.as_bytes().to_vec();
+        near[0] = b'z';
+        assert_eq!(Kind::of(&near), Kind::Other, "{name}");
+    }
+    for name in ["Transfer_Encoding", "content_length", "TRANSFER_encoding"] {
+        assert_eq!(Kind::of(name.as_bytes()), Kind::Suspicious, "{name}");
+    }
+    for name in [
+        "",
+        "t",
+        "hos",
+        "hostx",
+        "server",
+        "date",
+        "x-forwarded_for",
+        "content-type",
+    ] {
+        assert_eq!(Kind::of(name.as_bytes()), Kind::Other, "{name}");
+    }
+}
