@@ -34,16 +34,18 @@ pub struct ConfigArg {
 #[derive(Debug, Args)]
 pub struct AdminArgs {
     /// Read the admin address and token from this config [default: $FULCRUM_CONFIG, else /etc/fulcrum/fulcrum.yaml]
+    // $FULCRUM_CONFIG is read by admin_target, not by clap, so that it never
+    // conflicts with --admin; giving both -c and --admin is a usage error.
     #[arg(
         short = 'c',
         long = "config",
-        env = "FULCRUM_CONFIG",
-        value_name = "FILE"
+        value_name = "FILE",
+        conflicts_with = "admin"
     )]
     pub config: Option<PathBuf>,
-    /// The admin API's address (the config is then not read)
-    #[arg(long = "admin", value_name = "ADDR")]
-    pub admin: Option<SocketAddr>,
+    /// The admin API's address, IP:PORT or HOST:PORT (the config is then not read)
+    #[arg(long = "admin", value_name = "ADDR", value_parser = admin_addr)]
+    pub admin: Option<AdminAddr>,
     /// A file holding the admin API's bearer token (with --admin)
     #[arg(long = "token-file", value_name = "FILE", requires = "admin")]
     pub token_file: Option<PathBuf>,
@@ -169,16 +171,38 @@ fn alert_test(path: &Path) -> i32 {
     }
 }
 
+/// `--admin`: IP:PORT, or HOST:PORT with every address it resolves to (tried in
+/// order: `localhost` may name ::1 before 127.0.0.1).
+#[derive(Clone, Debug)]
+pub struct AdminAddr(Vec<SocketAddr>);
+
+fn admin_addr(v: &str) -> Result<AdminAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(a) = v.parse() {
+        return Ok(AdminAddr(vec![a]));
+    }
+    let all: Vec<SocketAddr> = v
+        .to_socket_addrs()
+        .map_err(|e| format!("not an address (IP:PORT or HOST:PORT): {e}"))?
+        .collect();
+    if all.is_empty() {
+        return Err(format!("{v} resolves to no address"));
+    }
+    Ok(AdminAddr(all))
+}
+
 /// Where the admin API is and which token to send.
-fn admin_target(a: &AdminArgs) -> Result<(SocketAddr, Option<String>), String> {
-    let (addr, token_file) = match a.admin {
-        Some(addr) => (Some(addr), a.token_file.clone()),
+fn admin_target(a: &AdminArgs) -> Result<(Vec<SocketAddr>, Option<String>), String> {
+    let (addr, token_file) = match &a.admin {
+        Some(addr) => (Some(addr.0.clone()), a.token_file.clone()),
         None => {
             let path = a
                 .config
                 .clone()
+                .or_else(|| std::env::var_os("FULCRUM_CONFIG").map(PathBuf::from))
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
-            crate::config::admin_settings(&path)?
+            let (addr, token_file) = crate::config::admin_settings(&path)?;
+            (addr.map(|a| vec![a]), token_file)
         }
     };
     let addr = addr.ok_or("the admin API is off in this config (admin.bind: off)")?;
@@ -194,14 +218,23 @@ fn admin_target(a: &AdminArgs) -> Result<(SocketAddr, Option<String>), String> {
     Ok((addr, token))
 }
 
-/// One request to the admin API: (status, body).
+/// One request to the admin API at the first of `addrs` that accepts a
+/// connection: (status, body).
 pub fn admin_request(
-    addr: SocketAddr,
+    addrs: &[SocketAddr],
     method: &str,
     path: &str,
     token: Option<&str>,
 ) -> std::io::Result<(u16, String)> {
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    let mut connected = Err(std::io::Error::other("no address"));
+    for addr in addrs {
+        connected = std::net::TcpStream::connect_timeout(addr, Duration::from_secs(5));
+        if connected.is_ok() {
+            break;
+        }
+    }
+    let mut s = connected?;
+    let addr = s.peer_addr()?;
     s.set_read_timeout(Some(Duration::from_secs(120)))?;
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
@@ -223,8 +256,11 @@ pub fn admin_request(
 }
 
 fn call(a: &AdminArgs, method: &str, path: &str) -> Result<(u16, serde_json::Value), String> {
-    let (addr, token) = admin_target(a)?;
-    let (code, body) = admin_request(addr, method, path, token.as_deref())
+    let (addrs, token) = admin_target(a)?;
+    let addr = addrs
+        .first()
+        .map_or_else(|| "-".to_owned(), SocketAddr::to_string);
+    let (code, body) = admin_request(&addrs, method, path, token.as_deref())
         .map_err(|e| format!("cannot reach the admin API at {addr}: {e}"))?;
     if code == 401 {
         return Err(format!(

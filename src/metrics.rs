@@ -162,14 +162,12 @@ pub struct ListenerMetrics {
     pub bytes_out: Counter,
     rejected_not_allowed: LazyCounter,
     rejected_max: LazyCounter,
-    lb_responses: [LazyCounter; LB_CODES.len()],
+    /// By status code, 100..=599 (index code - 100).
+    lb_responses: Box<[LazyCounter]>,
     pub redirects: LazyCounter,
     pub fixed_responses: LazyCounter,
     desync: [LazyCounter; 3],
 }
-
-/// Status codes the balancer itself answers with.
-pub const LB_CODES: [u16; 10] = [400, 405, 408, 460, 463, 500, 501, 502, 503, 504];
 
 impl ListenerMetrics {
     pub fn new(name: &str) -> ListenerMetrics {
@@ -181,7 +179,7 @@ impl ListenerMetrics {
             bytes_out: metrics::counter!(PROCESSED_BYTES, "listener" => l.clone(), "direction" => "out"),
             rejected_not_allowed: LazyCounter::default(),
             rejected_max: LazyCounter::default(),
-            lb_responses: Default::default(),
+            lb_responses: (100..600).map(|_| LazyCounter::default()).collect(),
             redirects: LazyCounter::default(),
             fixed_responses: LazyCounter::default(),
             desync: Default::default(),
@@ -198,10 +196,14 @@ impl ListenerMetrics {
             .increment(1);
     }
 
-    /// Counts a response the balancer generated itself.
+    /// Counts a response the balancer generated itself: an error, a redirect or a
+    /// fixed response (HTTPCode_ELB_*).
     pub fn lb_response(&self, code: u16) {
-        if let Some(i) = LB_CODES.iter().position(|c| *c == code) {
-            self.lb_responses[i]
+        if let Some(cell) = usize::from(code)
+            .checked_sub(100)
+            .and_then(|i| self.lb_responses.get(i))
+        {
+            cell
                 .get(|| metrics::counter!(LB_RESPONSES, "listener" => self.name.clone(), "code" => code.to_string()))
                 .increment(1);
         }
@@ -292,14 +294,25 @@ pub fn requests(listener: &str, group: &str) -> Counter {
 }
 
 /// Counts a reload and, on success, stamps its time.
+/// The config was loaded at start: the last-reload time is set; the start is not
+/// counted as a reload.
+pub fn loaded() {
+    set_last_reload();
+}
+
+/// Counts a reload by its result; a success also sets the last-reload time.
 pub fn reload(success: bool) {
     let result = if success { "success" } else { "failure" };
     metrics::counter!(CONFIG_RELOADS, "result" => result).increment(1);
     if success {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0);
-        metrics::gauge!(CONFIG_LAST_RELOAD).set(now);
+        set_last_reload();
     }
+}
+
+fn set_last_reload() {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    metrics::gauge!(CONFIG_LAST_RELOAD).set(now);
 }

@@ -215,7 +215,12 @@ pub async fn start(
         match listener::bind(l.bind, control.workers.len()) {
             Ok(s) => bound.push((l, s)),
             Err(e) => {
-                return Err(format!("listener {}: cannot bind {}: {e}", l.name, l.bind));
+                let (pos, field) = &l.bind_at;
+                let file = snapshot.source.path.display();
+                return Err(format!(
+                    "{file}:{}:{}: {field}: listener {} cannot bind {}: {e}",
+                    pos.line, pos.col, l.name, l.bind
+                ));
             }
         }
     }
@@ -237,7 +242,7 @@ pub async fn start(
         let r = listener::start(&l.name, l.bind, sockets, &control.workers, &shared, state);
         control.running.insert(l.name.clone(), r);
     }
-    crate::metrics::reload(true);
+    crate::metrics::loaded();
     shared.ready.store(true, Ordering::Release);
     systemd::ready();
     tracing::info!(config = %snapshot.source.path.display(), "{}; serving", snapshot.summary());
@@ -405,8 +410,8 @@ impl Control {
                 Err(e) => {
                     return ReloadOutcome::Failed {
                         errors: vec![format!(
-                            "{file}: listeners: {}: cannot bind {}: {e} (nothing was changed)",
-                            l.name, l.bind
+                            "{file}:{}:{}: {}: listener {} cannot bind {}: {e} (nothing was changed)",
+                            l.bind_at.0.line, l.bind_at.0.col, l.bind_at.1, l.name, l.bind
                         )],
                     };
                 }

@@ -187,6 +187,9 @@ pub struct Listener {
     pub name: String,
     pub protocol: ListenerProtocol,
     pub bind: SocketAddr,
+    /// Where `bind` stands in the file and its field path, for a bind that fails
+    /// at start or reload (`FILE:LINE:COL: listeners[0].bind: …`).
+    pub bind_at: (crate::config::Pos, String),
     /// Source CIDRs allowed in (default: all of IPv4 and IPv6).
     pub allow: Vec<IpNet>,
     /// https/tls: the first is the default certificate.

@@ -13,7 +13,7 @@ async fn health_readiness_and_metrics() {
         let web = free_port();
         let f = Fulcrum::start(&simple_config(free_port(), web, &[a.addr])).await;
         let (st, body) = f.admin_get("/healthz").await;
-        assert_eq!((st, body.trim()), (200, "ok"));
+        assert_eq!((st, body.as_str()), (200, "ok"), "the body is exactly ok");
         let (st, _) = f.admin_get("/readyz").await;
         assert_eq!(st, 200);
 
@@ -300,6 +300,14 @@ async fn token_guards_the_api_and_status_command_reads_it() {
             Some(1),
             "status without the token must fail"
         );
+        // ADDR may name a host; -c and --admin are alternatives (usage error: 2).
+        let by_name = format!("localhost:{admin}");
+        check(
+            fulcrum_cli(&["status", "--admin", &by_name, "--token-file", &tok]).await,
+            "status --admin localhost:PORT",
+        );
+        let both = fulcrum_cli(&["status", "-c", &cfg, "--admin", &addr]).await;
+        assert_eq!(both.status.code(), Some(2), "-c together with --admin");
     })
     .await;
 }

@@ -54,6 +54,47 @@ async fn transfer_encoding_with_content_length() {
     .await;
 }
 
+/// Unencoded spaces in the target (`SpaceInUri`, Acceptable): strictest answers
+/// 400; defensive and monitor forward the request with each space as `%20`, so the
+/// target reads one request line with the method, target and version the balancer
+/// read; the request is counted as acceptable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn spaces_in_the_target() {
+    bounded(120, async {
+        let lab = lab().await;
+        let mut wrong = Vec::new();
+        let raw = "GET /sp ace/x y?q=a b HTTP/1.1\r\nHost: test.local\r\n\r\n";
+        run_case(&lab, "space in URI", raw, Want::Acceptable, &mut wrong).await;
+        let seen: Vec<_> = lab
+            .raw
+            .requests()
+            .into_iter()
+            .map(|r| r.target)
+            .filter(|t| t.starts_with("/sp"))
+            .collect();
+        assert_eq!(
+            seen,
+            ["/sp%20ace/x%20y?q=a%20b", "/sp%20ace/x%20y?q=a%20b"],
+            "{seen:?}"
+        );
+        let m = lab.f.metrics().await;
+        for mode in ["monitor", "defensive", "strictest"] {
+            let n = metric(
+                &m,
+                "fulcrum_desync_requests_total",
+                &[("listener", mode), ("classification", "acceptable")],
+            );
+            if n != Some(1.0) {
+                wrong.push(format!(
+                    "{mode}: fulcrum_desync_requests_total acceptable = {n:?}, want 1"
+                ));
+            }
+        }
+        report(wrong);
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn repeated_content_length() {
     bounded(120, async {

@@ -585,6 +585,26 @@ async fn websocket_upgrade_becomes_a_tunnel_after_101() {
             }
         };
         tokio::time::timeout(Duration::from_secs(10), io).await.expect("tunnel traffic within 10 s");
+
+        // Tunnel bytes count as processed bytes both ways (SPEC §9).
+        let labels = |d| [("listener", "web"), ("direction", d)];
+        let moved = 6 + 36 + 32 * 1024;
+        let bytes_in = s.f.metric("fulcrum_processed_bytes_total", &labels("in")).await.unwrap_or(0.0);
+        let bytes_out = s.f.metric("fulcrum_processed_bytes_total", &labels("out")).await.unwrap_or(0.0);
+        assert!(bytes_in >= moved as f64, "processed bytes in: {bytes_in}");
+        assert!(bytes_out >= (moved + 8) as f64, "processed bytes out: {bytes_out}");
+
+        // A silent tunnel closes after the listener's idle_timeout (2 s), not before.
+        let quiet = Instant::now();
+        assert!(
+            c.closed_without_bytes(Duration::from_secs(15)).await,
+            "the silent tunnel closed within 15 s"
+        );
+        let took = quiet.elapsed();
+        assert!(
+            took >= Duration::from_millis(1500) && took < Duration::from_secs(10),
+            "closed after {took:?}, idle_timeout is 2 s"
+        );
     })
     .await;
 }

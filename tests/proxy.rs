@@ -427,3 +427,66 @@ async fn refused_connect_is_retried_on_another_target() {
     })
     .await;
 }
+
+/// Request bodies count as processed bytes in and in the access log's
+/// `received_bytes`, response bodies in `sent_bytes` (ALB's ProcessedBytes and
+/// log fields: the whole request and response, not only the heads).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn request_and_response_bodies_are_counted() {
+    bounded(60, async {
+        let a = Backend::start("count").await;
+        let logdir = tempfile::tempdir().unwrap();
+        let log = logdir.path().join("access.log");
+        let web = free_port();
+        let mut yaml = simple_config(free_port(), web, &[a.addr]);
+        yaml.push_str(&format!(
+            "access_log: {{path: \"{}\", format: json}}\n",
+            log.display()
+        ));
+        let f = Fulcrum::start(&yaml).await;
+        let head = "POST /echo HTTP/1.1\r\nHost: test.local\r\n";
+        let n = 300_000;
+        for framing in [Framing::ContentLength, Framing::Chunked { chunk: 10_000 }] {
+            let r = exchange_streaming(local(web), head, pattern(n), framing)
+                .await
+                .unwrap();
+            assert_eq!(r.status, 200);
+            assert_eq!(r.body.len(), n);
+        }
+        let bytes_in = f
+            .metric(
+                "fulcrum_processed_bytes_total",
+                &[("listener", "web"), ("direction", "in")],
+            )
+            .await
+            .unwrap_or(0.0);
+        assert!(
+            bytes_in >= (2 * n) as f64,
+            "two {n}-byte request bodies, processed bytes in: {bytes_in}"
+        );
+        let mut lines = Vec::new();
+        for _ in 0..50 {
+            lines = std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .lines()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+                .collect();
+            if lines.len() >= 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        for l in &lines {
+            let received = l["received_bytes"].as_u64().unwrap();
+            let sent = l["sent_bytes"].as_u64().unwrap();
+            assert!(received >= n as u64, "received_bytes {received}: {l}");
+            assert!(received < n as u64 + 4096, "received_bytes {received}: {l}");
+            assert!(
+                sent >= n as u64 && sent < n as u64 + 4096,
+                "sent_bytes {sent}: {l}"
+            );
+        }
+    })
+    .await;
+}

@@ -549,6 +549,28 @@ async fn failed_bind_rolls_the_whole_reload_back() {
                 .any(|e| e.as_str().unwrap_or("").contains(&taken.to_string())),
             "no error names the port {taken}: {body}"
         );
+        // FILE:LINE:COL: field.path: …, pointing at the bind that failed.
+        let e = errors[0].as_str().unwrap_or("");
+        let at = e
+            .strip_prefix(&format!("{}:", f.config_path()))
+            .unwrap_or_else(|| panic!("the error does not start with the file: {e}"));
+        let mut parts = at.splitn(3, ':');
+        let line: usize = parts.next().and_then(|l| l.parse().ok()).expect("LINE");
+        let col: usize = parts.next().and_then(|c| c.parse().ok()).expect("COL");
+        assert!(
+            parts
+                .next()
+                .unwrap_or("")
+                .starts_with(" listeners[2].bind: "),
+            "{e}"
+        );
+        let text = cfg.lines().nth(line - 1).unwrap_or("");
+        assert!(
+            text.get(col - 1..)
+                .unwrap_or("")
+                .contains(&taken.to_string()),
+            "{line}:{col} is not the bind of port {taken}: {text:?}"
+        );
         assert_eq!(
             base.since(&f).await,
             (0.0, 1.0),

@@ -475,15 +475,29 @@ async fn redirects_and_fixed_responses() {
             Some(2.0),
             "fulcrum_fixed_responses_total{{listener=\"web\"}}"
         );
-        // Nothing reached a target; nor is a redirect an error of the balancer.
+        // Nothing reached a target; the balancer generated every answer itself, so
+        // each counts by its code (ALB's HTTPCode_ELB_3XX/4XX/5XX).
         assert_eq!(
             metric(&m, "fulcrum_target_responses_total", &[]).unwrap_or(0.0),
             0.0
         );
-        assert_eq!(
-            metric(&m, "fulcrum_lb_responses_total", &[("code", "301")]).unwrap_or(0.0),
-            0.0
-        );
+        let by_status = |code: u16| cases.iter().filter(|c| c.1 == code).count() as f64;
+        for (code, want) in [
+            ("301", by_status(301)),
+            ("302", by_status(302)),
+            ("418", 1.0),
+            ("503", 1.0),
+        ] {
+            assert_eq!(
+                metric(
+                    &m,
+                    "fulcrum_lb_responses_total",
+                    &[("listener", "web"), ("code", code)]
+                ),
+                Some(want),
+                "fulcrum_lb_responses_total{{code=\"{code}\"}}"
+            );
+        }
     })
     .await;
 }

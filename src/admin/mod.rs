@@ -65,7 +65,7 @@ impl Response {
         Response {
             status,
             content_type: "text/plain; charset=utf-8",
-            body: format!("{body}\n"),
+            body: body.to_owned(),
             extra: "",
         }
     }

@@ -234,9 +234,16 @@ fn source_hash(
         IpAddr::V4(v4) => u128::from(v4.to_bits()),
         IpAddr::V6(v6) => v6.to_bits(),
     };
+    // A weight of 0 takes no clients, as with weighted_random; when every eligible
+    // target has weight 0 they share the clients evenly rather than fail.
+    let weighted = (0..n).any(|i| ok(i) && cfg.targets[i].weight > 0);
     let mut best: Option<(f64, usize)> = None;
     for i in (0..n).filter(|i| ok(*i)) {
-        let w = f64::from(cfg.targets[i].weight.max(1));
+        let weight = cfg.targets[i].weight;
+        if weighted && weight == 0 {
+            continue;
+        }
+        let w = f64::from(weight.max(1));
         let h = xxhash_rust::xxh3::xxh3_64_with_seed(&ip.to_le_bytes(), group.targets[i].cookie_id);
         // Map to (0, 1], then the weighted rendezvous score -w / ln(u).
         let u = ((h >> 11) as f64 + 1.0) / (1u64 << 53) as f64;

@@ -177,6 +177,29 @@ fn source_hash_is_stable_and_moves_few_clients() {
     assert!(after.iter().all(|a| *a != 2));
 }
 
+/// source_hash follows the weights: weight 3 takes about three times the clients
+/// of weight 1, weight 0 none; when only weight-0 targets are left they serve.
+#[test]
+fn source_hash_follows_the_weights() {
+    let y = "{name: g, protocol: tcp, algorithm: source_hash, targets: [{address: \"127.0.0.1:1\", weight: 3}, {address: \"127.0.0.1:2\", weight: 1}, {address: \"127.0.0.1:3\", weight: 0}]}";
+    let l = live(y);
+    all_healthy(&l);
+    let (g, cfg) = (&l.groups[0], &l.snapshot.target_groups[0]);
+    let clients: Vec<IpAddr> = (0..8000u32)
+        .map(|i| IpAddr::V4((0x0a00_0000 + i * 7919).into()))
+        .collect();
+    let picks: Vec<usize> = clients
+        .iter()
+        .map(|c| pick(g, cfg, "a", *c, None).unwrap())
+        .collect();
+    let a = picks.iter().filter(|p| **p == 0).count() as f64 / 8000.0;
+    assert!((0.70..0.80).contains(&a), "weight 3 of 4: {a}");
+    assert!(!picks.contains(&2), "a weight-0 target got clients");
+    set(&l, 0, UNHEALTHY);
+    set(&l, 1, UNHEALTHY);
+    assert_eq!(pick(g, cfg, "a", clients[0], None), Ok(2));
+}
+
 #[test]
 fn retries_skip_the_failed_target() {
     let l = live(&THREE.replace(", {address: \"127.0.0.1:3\"}", ""));

@@ -114,6 +114,7 @@ pub(super) fn decode_listeners(
         if let (Some(mut l), Some(nm), Some(b), true) = (listener, name, bind, unique) {
             l.name = nm.v;
             l.bind = b.v;
+            l.bind_at = (b.pos, f.at("bind"));
             out.push(l);
         }
     }
@@ -318,6 +319,7 @@ fn decode_listener(cx: &mut Ctx, f: &Fields, refs: &Refs, id: ListenerId) -> Opt
         name: String::new(),
         protocol,
         bind: SocketAddr::from(([0, 0, 0, 0], 0)),
+        bind_at: Default::default(),
         allow,
         certificates,
         tls_policy,

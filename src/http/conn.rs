@@ -427,10 +427,26 @@ async fn request<C: Stream>(
         // The head must arrive whole within header_timeout of its first byte.
         let deadline = tokio::time::Instant::from_std(b.t0) + cfg.header_timeout;
         b.req.clear();
+        // Bytes added by encoding spaces in the target (not received from the client).
+        let mut grown = 0;
         let parsed = loop {
             match head::parse_request(&b.client, &limits, &mut b.req) {
                 Ok(Some(())) => break Ok(()),
                 Ok(None) => {}
+                // Acceptable in ALB's table: allowed unless strictest, with the spaces
+                // encoded as %20 so that no target can split the line differently.
+                Err(head::RequestError::BadRequest("SpaceInUri"))
+                    if grown == 0
+                        && cfg.desync_mitigation != crate::snapshot::DesyncMode::Strictest =>
+                {
+                    let before = b.client.len();
+                    if !head::encode_spaces_in_target(&mut b.client) {
+                        break Err(head::RequestError::BadRequest("SpaceInUri"));
+                    }
+                    grown = b.client.len() - before;
+                    b.req.clear();
+                    continue;
+                }
                 Err(e) => break Err(e),
             }
             match tokio::time::timeout_at(deadline, read_more(client, &mut b.client)).await {
@@ -463,10 +479,19 @@ async fn request<C: Stream>(
             finish_record(&live, b, Some(status), Some(e.reason()));
             return false;
         }
-        metrics.bytes_in.increment(b.req.head_len as u64);
-        let verdict = desync::classify(&b.client, &b.req);
+        metrics.bytes_in.increment((b.req.head_len - grown) as u64);
+        let mut verdict = desync::classify(&b.client, &b.req);
+        if grown > 0 && verdict.class == desync::Class::Compliant {
+            verdict = desync::Verdict {
+                class: desync::Class::Acceptable,
+                reason: "SpaceInUri",
+            };
+        }
         if b.rec.is_some() {
             start_record(b, cfg, local_port, verdict);
+            if let Some(r) = b.rec.as_mut() {
+                r.received_bytes -= grown as u64;
+            }
         }
         let mut close_both = b.req.te_with_cl;
         if verdict.class != desync::Class::Compliant {
@@ -743,8 +768,9 @@ async fn exchange<C: Stream>(
                 r.actions_executed = "fixed-response";
                 r.elb_status = Some(fr.status);
             }
-            let body_done = discard_body(client, b).await?;
+            let body_done = discard_body(client, b, &lstate.state.metrics).await?;
             let close = !(keep && body_done);
+            let status = fr.status;
             b.out.clear();
             let reason = reason_phrase(fr.status);
             b.out.extend_from_slice(
@@ -761,7 +787,7 @@ async fn exchange<C: Stream>(
                 b.out.extend_from_slice(fr.body.as_bytes());
             }
             client.write_all(&b.out).await.map_err(|_| Fail::Client)?;
-            lstate.state.metrics.bytes_out.increment(b.out.len() as u64);
+            answered_by_lb(b, &lstate.state.metrics, status);
             Ok(!close)
         }
         Action::Redirect(r) => {
@@ -773,8 +799,9 @@ async fn exchange<C: Stream>(
                 r.redirect_url = Some(location.clone());
                 r.elb_status = Some(redirect_status);
             }
-            let body_done = discard_body(client, b).await?;
+            let body_done = discard_body(client, b, &lstate.state.metrics).await?;
             let close = !(keep && body_done);
+            let status = redirect_status;
             b.out.clear();
             b.out.extend_from_slice(
                 format!(
@@ -786,9 +813,19 @@ async fn exchange<C: Stream>(
                 .as_bytes(),
             );
             client.write_all(&b.out).await.map_err(|_| Fail::Client)?;
-            lstate.state.metrics.bytes_out.increment(b.out.len() as u64);
+            answered_by_lb(b, &lstate.state.metrics, status);
             Ok(!close)
         }
+    }
+}
+
+/// A redirect or fixed response went out: processed bytes, the balancer's own
+/// response count by code, the access-log record's sent bytes.
+fn answered_by_lb(b: &mut Bufs, metrics: &crate::metrics::ListenerMetrics, status: u16) {
+    metrics.bytes_out.increment(b.out.len() as u64);
+    metrics.lb_response(status);
+    if let Some(r) = b.rec.as_mut() {
+        r.sent_bytes = b.out.len() as u64;
     }
 }
 
@@ -861,7 +898,11 @@ fn weighted(groups: &[(crate::snapshot::GroupId, u32)]) -> crate::snapshot::Grou
 
 /// Reads and drops the request body (for answers the balancer gives itself).
 /// `Ok(false)` when the body is too long to drain and the connection must close.
-async fn discard_body<C: Stream>(client: &mut C, b: &mut Bufs) -> Result<bool, Fail> {
+async fn discard_body<C: Stream>(
+    client: &mut C,
+    b: &mut Bufs,
+    metrics: &crate::metrics::ListenerMetrics,
+) -> Result<bool, Fail> {
     // A client that sent `Expect: 100-continue` and no body yet waits for a 100
     // that our own answer never sends: answer now and close (RFC 9110 §10.1.1).
     if b.req.expect_continue && b.client.len() <= b.req.head_len {
@@ -878,6 +919,7 @@ async fn discard_body<C: Stream>(client: &mut C, b: &mut Bufs) -> Result<bool, F
             let mut left = n as usize;
             loop {
                 let take = left.min(b.client.len());
+                body_in(b, metrics, take);
                 b.client.drain(..take);
                 left -= take;
                 if left == 0 {
@@ -897,6 +939,7 @@ async fn discard_body<C: Stream>(client: &mut C, b: &mut Bufs) -> Result<bool, F
                 let (used, done) = dec
                     .feed(&b.client, &mut sink)
                     .map_err(|_| Fail::Status(400))?;
+                body_in(b, metrics, used);
                 b.client.drain(..used);
                 if done {
                     return Ok(true);
@@ -1061,7 +1104,9 @@ async fn proxy<C: Stream>(
                             .await
                             .map_err(|_| Fail::Client)?;
                     }
-                    stream_request_body(client, &mut up, b, framing, cfg.idle_timeout).await?;
+                    let metrics = &lstate.state.metrics;
+                    stream_request_body(client, &mut up, b, framing, cfg.idle_timeout, metrics)
+                        .await?;
                 }
                 b.upstream.clear();
                 b.resp.clear();
@@ -1143,9 +1188,22 @@ async fn proxy<C: Stream>(
             );
             client.write_all(&b.out).await.map_err(|_| Fail::Client)?;
             head_sent.store(true, std::sync::atomic::Ordering::Relaxed);
+            let metrics = &lstate.state.metrics;
+            metrics.bytes_out.increment(b.out.len() as u64);
+            if let Some(r) = b.rec.as_mut() {
+                r.sent_bytes = b.out.len() as u64;
+            }
             let resp_head_len = b.resp.head_len;
             b.upstream.drain(..resp_head_len);
-            tunnel(client, &mut up, b, &group.targets[ti]).await;
+            tunnel(
+                client,
+                &mut up,
+                b,
+                &group.targets[ti],
+                cfg.idle_timeout,
+                metrics,
+            )
+            .await;
             return Ok(false);
         }
 
@@ -1227,7 +1285,7 @@ async fn proxy<C: Stream>(
         head_sent.store(true, std::sync::atomic::Ordering::Relaxed);
         let mut sent = b.out.len() as u64;
         b.upstream.drain(..consumed);
-        let upstream_clean = stream_response_body(
+        let body = stream_response_body(
             client,
             &mut up,
             b,
@@ -1236,11 +1294,13 @@ async fn proxy<C: Stream>(
             cfg.idle_timeout,
             &mut sent,
         )
-        .await?;
+        .await;
+        // Counted also when the body was cut short.
         lstate.state.metrics.bytes_out.increment(sent);
         if let Some(r) = b.rec.as_mut() {
             r.sent_bytes = sent;
         }
+        let upstream_clean = body?;
         if upstream_clean && b.resp.keep_alive && b.upstream.is_empty() && !close_upstream {
             // Idle from now on: when the body came with the head, that was `answered`.
             let now = if matches!(
@@ -1292,6 +1352,15 @@ async fn write_upstream(up: &mut pool::Conn, buf: &[u8], idle: Duration) -> Resu
         .map_err(|stalled| Fail::Status(if stalled { 504 } else { 502 }))
 }
 
+/// Counts request body bytes taken from the client (processed bytes in, and the
+/// access-log record's received bytes).
+fn body_in(b: &mut Bufs, metrics: &crate::metrics::ListenerMetrics, n: usize) {
+    metrics.bytes_in.increment(n as u64);
+    if let Some(r) = b.rec.as_mut() {
+        r.received_bytes += n as u64;
+    }
+}
+
 /// Streams the request body from the client to the target.
 async fn stream_request_body<C: Stream>(
     client: &mut C,
@@ -1299,6 +1368,7 @@ async fn stream_request_body<C: Stream>(
     b: &mut Bufs,
     framing: BodyFraming,
     idle: Duration,
+    metrics: &crate::metrics::ListenerMetrics,
 ) -> Result<(), Fail> {
     match framing {
         BodyFraming::ContentLength(n) => {
@@ -1306,6 +1376,7 @@ async fn stream_request_body<C: Stream>(
             loop {
                 let take = (left as usize).min(b.client.len());
                 if take > 0 {
+                    body_in(b, metrics, take);
                     write_upstream(up, &b.client[..take], idle).await?;
                     b.client.drain(..take);
                     left -= take as u64;
@@ -1326,6 +1397,7 @@ async fn stream_request_body<C: Stream>(
                 let (used, done) = dec
                     .feed(&b.client, &mut b.out)
                     .map_err(|_| Fail::Status(400))?;
+                body_in(b, metrics, used);
                 b.client.drain(..used);
                 if !b.out.is_empty() {
                     write_upstream(up, &b.out, idle).await?;
@@ -1343,30 +1415,49 @@ async fn stream_request_body<C: Stream>(
     }
 }
 
-/// After a 101: bytes flow both ways until either side closes; the connection
-/// stays on this target.
+/// After a 101: bytes flow both ways until either side closes or `idle` passes
+/// with no byte either way; the connection stays on this target. What passes
+/// to and from the client is counted (processed bytes, the access-log record).
 async fn tunnel<C: Stream>(
     client: &mut C,
     up: &mut pool::Conn,
     b: &mut Bufs,
     target: &Arc<crate::targets::TargetState>,
+    idle: Duration,
+    metrics: &crate::metrics::ListenerMetrics,
 ) {
     use std::sync::atomic::Ordering;
     target.active_connections.fetch_add(1, Ordering::Relaxed);
+    // Bytes that came after the heads belong to the tunnel.
+    let (early_in, early_out) = (b.client.len() as u64, b.upstream.len() as u64);
+    metrics.bytes_in.increment(early_in);
+    metrics.bytes_out.increment(early_out);
+    // Counted as bytes move (a tunnel may stay open for hours).
+    let moved = crate::l4::Moved::counting(metrics);
     let result = async {
         if !b.client.is_empty() {
-            up.write_all(&b.client).await?;
+            write_idle(up, &b.client, idle)
+                .await
+                .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?;
             b.client.clear();
         }
         if !b.upstream.is_empty() {
-            client.write_all(&b.upstream).await?;
+            write_idle(client, &b.upstream, idle)
+                .await
+                .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?;
             b.upstream.clear();
         }
-        tokio::io::copy_bidirectional(client, up).await.map(|_| ())
+        crate::l4::copy_with_idle(client, up, idle, &moved).await
     }
     .await;
     if let Err(e) = result {
         tracing::debug!(error = %e, "upgraded connection ended");
+    }
+    let (tin, tout) = moved.get();
+    let (tin, tout) = (tin + early_in, tout + early_out);
+    if let Some(r) = b.rec.as_mut() {
+        r.received_bytes += tin;
+        r.sent_bytes += tout;
     }
     target.active_connections.fetch_sub(1, Ordering::Relaxed);
 }

@@ -293,6 +293,49 @@ pub fn parse_request(
     )
 }
 
+/// A request whose only fault is unencoded spaces in its target (`SpaceInUri`,
+/// Acceptable in ALB's table) can be allowed: this rewrites the request line at the
+/// start of `buf` in place with each space inside the target as `%20`, so that the
+/// request parses and no target sees a space it could split differently. Call it
+/// only after [`parse_request`] answered `BadRequest("SpaceInUri")` for `buf`;
+/// `false` (nothing changed) when the line is not `METHOD SP target SP version`.
+pub fn encode_spaces_in_target(buf: &mut Vec<u8>) -> bool {
+    // Empty lines before the request line are allowed (RFC 9112 §2.2).
+    let start = buf
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(buf.len());
+    let Some(len) = memchr::memchr(b'\n', &buf[start..]) else {
+        return false;
+    };
+    let mut end = start + len;
+    if end > start && buf[end - 1] == b'\r' {
+        end -= 1;
+    }
+    let line = &buf[start..end];
+    let (Some(first), Some(last)) = (memchr::memchr(b' ', line), memchr::memrchr(b' ', line))
+    else {
+        return false;
+    };
+    if last <= first + 1 {
+        return false;
+    }
+    let spaces = line[first + 1..last].iter().filter(|&&b| b == b' ').count();
+    if spaces == 0 {
+        return false;
+    }
+    let mut target = Vec::with_capacity(last - first - 1 + 2 * spaces);
+    for &b in &line[first + 1..last] {
+        if b == b' ' {
+            target.extend_from_slice(b"%20");
+        } else {
+            target.push(b);
+        }
+    }
+    buf.splice(start + first + 1..start + last, target);
+    true
+}
+
 /// What the header lines say, gathered in one pass.
 #[derive(Default)]
 struct Facts {

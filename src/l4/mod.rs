@@ -103,31 +103,28 @@ pub async fn serve_tcp(
     t.active_connections.fetch_add(1, Ordering::Relaxed);
     let metrics = &guard.listener().metrics;
     let (target_addr, group) = (up.addr, up.group.clone());
-    let mut bytes = (0, 0);
     let mut client = client;
     let mut stream = up.stream;
-    let moved = async {
+    // Counted as bytes move, however the copy ends (idle timeout, reset,
+    // deregistration).
+    let moved = Moved::counting(metrics);
+    let copy = async {
         match &mut stream {
             // Plain to plain: zero copy.
             crate::http::pool::Conn::Plain(target) => {
                 metrics::counter!(crate::metrics::L4_SPLICE, "listener" => listener.to_string())
                     .increment(1);
-                splice::proxy(&client, target, up.idle).await
+                splice::proxy(&client, target, up.idle, &moved).await
             }
             // Re-encrypted to a tls group: through user space.
-            tls => copy_with_idle(&mut client, tls, up.idle).await,
+            tls => copy_with_idle(&mut client, tls, up.idle, &moved).await,
         }
     };
     tokio::select! {
-        r = moved => {
-            if let Ok((a, b)) = r {
-                metrics.bytes_in.increment(a);
-                metrics.bytes_out.increment(b);
-                bytes = (a, b);
-            }
-        }
+        _ = copy => {}
         _ = t.killed() => {}
     }
+    let bytes = moved.get();
     t.active_connections.fetch_sub(1, Ordering::Relaxed);
     log_connection(
         &shared,
@@ -167,21 +164,18 @@ pub async fn serve<C: crate::http::conn::Stream>(
         return;
     };
     let (target_addr, group) = (up.addr, up.group.clone());
-    let mut bytes = (0, 0);
     drop(live);
     let t = up.state.clone();
     t.active_connections.fetch_add(1, Ordering::Relaxed);
     let metrics = &guard.listener().metrics;
+    // Counted as bytes move, however the copy ends (idle timeout, reset,
+    // deregistration).
+    let moved = Moved::counting(metrics);
     tokio::select! {
-        r = copy_with_idle(&mut client, &mut up.stream, up.idle) => {
-            if let Ok((a, b)) = r {
-                metrics.bytes_in.increment(a);
-                metrics.bytes_out.increment(b);
-                bytes = (a, b);
-            }
-        }
+        _ = copy_with_idle(&mut client, &mut up.stream, up.idle, &moved) => {}
         _ = t.killed() => {}
     }
+    let bytes = moved.get();
     t.active_connections.fetch_sub(1, Ordering::Relaxed);
     log_connection(
         &shared,
@@ -231,26 +225,74 @@ fn log_connection(
     log.submit(r);
 }
 
-/// Copies both ways in user space until both sides closed, or `idle` passes
-/// with no byte either way.
-async fn copy_with_idle<A, B>(a: &mut A, b: &mut B, idle: Duration) -> std::io::Result<(u64, u64)>
+/// Bytes moved through the client side of a copy: read from the client (`in`) and
+/// written to it (`out`), kept up to date while the copy runs, and added as they
+/// move to the listener's processed-bytes counters when given.
+#[derive(Default)]
+pub struct Moved {
+    read: std::sync::atomic::AtomicU64,
+    written: std::sync::atomic::AtomicU64,
+    counters: Option<(metrics::Counter, metrics::Counter)>,
+}
+
+impl Moved {
+    /// Also counts into `m`'s processed bytes (in, out) as bytes move.
+    pub fn counting(m: &crate::metrics::ListenerMetrics) -> Moved {
+        Moved {
+            counters: Some((m.bytes_in.clone(), m.bytes_out.clone())),
+            ..Moved::default()
+        }
+    }
+
+    pub(crate) fn add_read(&self, n: u64) {
+        self.read.fetch_add(n, Ordering::Relaxed);
+        if let Some((c, _)) = &self.counters {
+            c.increment(n);
+        }
+    }
+
+    pub(crate) fn add_written(&self, n: u64) {
+        self.written.fetch_add(n, Ordering::Relaxed);
+        if let Some((_, c)) = &self.counters {
+            c.increment(n);
+        }
+    }
+
+    /// (from the client, to the client) so far.
+    pub fn get(&self) -> (u64, u64) {
+        (
+            self.read.load(Ordering::Relaxed),
+            self.written.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// Copies both ways in user space until both sides closed, or `idle` passes with
+/// no byte either way (an error: `TimedOut`). `a` is the client side; what passes
+/// through it is counted in `moved`.
+pub(crate) async fn copy_with_idle<A, B>(
+    a: &mut A,
+    b: &mut B,
+    idle: Duration,
+    moved: &Moved,
+) -> std::io::Result<()>
 where
     A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    let progress = std::sync::atomic::AtomicU64::new(0);
-    let mut a = Watched {
-        inner: a,
-        progress: &progress,
-    };
+    let mut a = Watched { inner: a, moved };
     let copy = tokio::io::copy_bidirectional(&mut a, b);
     tokio::pin!(copy);
-    let mut seen = 0;
+    let progress = || {
+        let (r, w) = moved.get();
+        r.wrapping_add(w)
+    };
+    let mut seen = progress();
     loop {
         tokio::select! {
-            r = &mut copy => return r,
+            r = &mut copy => return r.map(|_| ()),
             _ = tokio::time::sleep(idle) => {
-                let now = progress.load(Ordering::Relaxed);
+                let now = progress();
                 if now == seen {
                     return Err(std::io::ErrorKind::TimedOut.into());
                 }
@@ -260,11 +302,11 @@ where
     }
 }
 
-/// Counts I/O calls that moved bytes on the client side (both directions pass
-/// through it), for the idle timeout.
+/// Counts the bytes read from and written to the client side (both directions
+/// pass through it), for the byte counts and the idle timeout.
 struct Watched<'a, S> {
     inner: &'a mut S,
-    progress: &'a std::sync::atomic::AtomicU64,
+    moved: &'a Moved,
 }
 
 impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Watched<'_, S> {
@@ -276,8 +318,9 @@ impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Watched<'_, S> {
         let me = self.get_mut();
         let before = buf.filled().len();
         let r = std::pin::Pin::new(&mut *me.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            me.progress.fetch_add(1, Ordering::Relaxed);
+        let n = buf.filled().len().saturating_sub(before);
+        if n > 0 {
+            me.moved.add_read(n as u64);
         }
         r
     }
@@ -293,7 +336,7 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<'_, S> 
         let r = std::pin::Pin::new(&mut *me.inner).poll_write(cx, buf);
         if let std::task::Poll::Ready(Ok(n)) = &r {
             if *n > 0 {
-                me.progress.fetch_add(1, Ordering::Relaxed);
+                me.moved.add_written(*n as u64);
             }
         }
         r

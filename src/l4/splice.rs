@@ -33,14 +33,18 @@ fn to_io(e: rustix::io::Errno) -> io::Error {
 }
 
 /// Moves bytes from `src` to `dst` until `src` sends FIN (then shuts down
-/// `dst`'s write side). Returns the bytes moved.
-async fn one_way(src: &TcpStream, dst: &TcpStream, activity: &Activity) -> io::Result<u64> {
+/// `dst`'s write side), passing what reached `dst` to `count` as it goes.
+async fn one_way(
+    src: &TcpStream,
+    dst: &TcpStream,
+    activity: &Activity,
+    count: impl Fn(u64),
+) -> io::Result<()> {
     let (pr, pw): (OwnedFd, OwnedFd) =
         pipe_with(PipeFlags::NONBLOCK | PipeFlags::CLOEXEC).map_err(to_io)?;
     // Larger pipes mean fewer syscalls; an unprivileged user past
     // fs.pipe-user-pages-soft keeps the default size, which is fine.
     let _ = rustix::pipe::fcntl_setpipe_size(&pw, CHUNK);
-    let mut total = 0u64;
     loop {
         // socket -> pipe
         src.readable().await?;
@@ -53,7 +57,7 @@ async fn one_way(src: &TcpStream, dst: &TcpStream, activity: &Activity) -> io::R
         };
         if n == 0 {
             let _ = socket2::SockRef::from(dst).shutdown(Shutdown::Write);
-            return Ok(total);
+            return Ok(());
         }
         activity.touch();
         // pipe -> socket, all of it before reading more
@@ -66,7 +70,7 @@ async fn one_way(src: &TcpStream, dst: &TcpStream, activity: &Activity) -> io::R
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(m) => {
                     left -= m;
-                    total += m as u64;
+                    count(m as u64);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Err(e),
@@ -102,29 +106,31 @@ impl Activity {
 }
 
 /// Proxies both directions until both have ended, an error, or `idle` passes
-/// with no byte either way. Returns (client->target, target->client) bytes.
+/// with no byte either way. `moved` counts client->target bytes as `read` and
+/// target->client bytes as `written`, however the proxying ends.
 pub async fn proxy(
     client: &TcpStream,
     target: &TcpStream,
     idle: Duration,
-) -> io::Result<(u64, u64)> {
+    moved: &super::Moved,
+) -> io::Result<()> {
     let activity = Activity {
         start: tokio::time::Instant::now(),
         last_ms: AtomicU64::new(0),
     };
-    let up = one_way(client, target, &activity);
-    let down = one_way(target, client, &activity);
+    let up = one_way(client, target, &activity, |n| moved.add_read(n));
+    let down = one_way(target, client, &activity, |n| moved.add_written(n));
     let watchdog = activity.idle(idle);
     tokio::pin!(up, down, watchdog);
-    let (mut up_done, mut down_done) = (None, None);
+    let (mut up_done, mut down_done) = (false, false);
     loop {
         tokio::select! {
-            r = &mut up, if up_done.is_none() => up_done = Some(r?),
-            r = &mut down, if down_done.is_none() => down_done = Some(r?),
+            r = &mut up, if !up_done => { r?; up_done = true }
+            r = &mut down, if !down_done => { r?; down_done = true }
             _ = &mut watchdog => return Err(io::ErrorKind::TimedOut.into()),
         }
-        if let (Some(a), Some(b)) = (up_done, down_done) {
-            return Ok((a, b));
+        if up_done && down_done {
+            return Ok(());
         }
     }
 }
@@ -199,8 +205,12 @@ mod tests {
         // client <-> [c_side | t_side] <-> target
         let (mut client, c_side) = pair().await;
         let (t_side, mut target) = pair().await;
-        let proxy =
-            tokio::spawn(async move { proxy(&c_side, &t_side, Duration::from_secs(10)).await });
+        let proxy = tokio::spawn(async move {
+            let moved = crate::l4::Moved::default();
+            proxy(&c_side, &t_side, Duration::from_secs(10), &moved)
+                .await
+                .map(|()| moved.get())
+        });
         let payload: Vec<u8> = (0..8 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
         let send = payload.clone();
         let writer = tokio::spawn(async move {
@@ -227,7 +237,8 @@ mod tests {
         let (_client, c_side) = pair().await;
         let (t_side, _target) = pair().await;
         let started = std::time::Instant::now();
-        let r = proxy(&c_side, &t_side, Duration::from_millis(200)).await;
+        let moved = crate::l4::Moved::default();
+        let r = proxy(&c_side, &t_side, Duration::from_millis(200), &moved).await;
         assert_eq!(r.unwrap_err().kind(), io::ErrorKind::TimedOut);
         let took = started.elapsed();
         assert!(

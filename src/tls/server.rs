@@ -263,6 +263,7 @@ mod tests {
             name: "test".into(),
             protocol,
             bind: "127.0.0.1:0".parse().unwrap(),
+            bind_at: Default::default(),
             allow: Vec::new(),
             certificates: certs.iter().map(|&i| CertId(i)).collect(),
             tls_policy,

@@ -76,6 +76,8 @@ pub enum Want {
     Ambiguous { lenient: bool },
     /// Compliant: 200 in every mode, exactly one request at the target.
     Served,
+    /// Acceptable (ALB): strictest 400; defensive and monitor forward it.
+    Acceptable,
 }
 
 /// Why a head forwarded to the target could be framed two ways, if it could.
@@ -191,6 +193,8 @@ pub async fn run_case(
                 true,
             ),
             Want::Served => (vec![200], false, true),
+            Want::Acceptable if strict => (vec![400], true, false),
+            Want::Acceptable => (vec![200], false, true),
         };
         // Anything left in the client's bytes must not be served as another request:
         // no further answer comes (a closed connection answers nothing).

@@ -458,3 +458,38 @@ fn connection_may_name_a_bounded_number_of_headers() {
         Err(ResponseError::Malformed("BadHeader"))
     );
 }
+
+/// A target with spaces is re-written with `%20` in place, pipelined bytes kept, and
+/// then parses; other lines are left alone.
+#[test]
+fn spaces_in_the_target_are_encoded_in_place() {
+    let mut buf =
+        b"\r\nGET /a b/c  d?q=x y HTTP/1.1\r\nHost: a\r\n\r\nGET /next HTTP/1.1\r\n".to_vec();
+    let mut h = RequestHead::default();
+    assert_eq!(
+        parse_request(&buf, &Limits::default(), &mut h),
+        Err(RequestError::BadRequest("SpaceInUri"))
+    );
+    assert!(encode_spaces_in_target(&mut buf));
+    assert_eq!(
+        buf,
+        b"\r\nGET /a%20b/c%20%20d?q=x%20y HTTP/1.1\r\nHost: a\r\n\r\nGET /next HTTP/1.1\r\n"
+            .to_vec()
+    );
+    let mut h = RequestHead::default();
+    assert_eq!(
+        parse_request(&buf, &Limits::default(), &mut h),
+        Ok(Some(()))
+    );
+    assert_eq!(h.target(&buf), b"/a%20b/c%20%20d?q=x%20y");
+    for line in [
+        &b"GET / HTTP/1.1\r\n"[..],
+        b"GET /\r\n",
+        b"GET\r\n",
+        b"no line end",
+    ] {
+        let mut b = line.to_vec();
+        assert!(!encode_spaces_in_target(&mut b), "{line:?}");
+        assert_eq!(b, line);
+    }
+}
