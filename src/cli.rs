@@ -171,30 +171,44 @@ fn alert_test(path: &Path) -> i32 {
     }
 }
 
-/// `--admin`: IP:PORT, or HOST:PORT with every address it resolves to (tried in
-/// order: `localhost` may name ::1 before 127.0.0.1).
+/// `--admin`: IP:PORT or HOST:PORT. Only the shape is checked here (a usage error,
+/// exit 2); the host is resolved when the command runs (a failure exits 1), and
+/// every address it resolves to is tried in order (`localhost` may name ::1 before
+/// 127.0.0.1).
 #[derive(Clone, Debug)]
-pub struct AdminAddr(Vec<SocketAddr>);
+pub struct AdminAddr(String);
 
 fn admin_addr(v: &str) -> Result<AdminAddr, String> {
-    use std::net::ToSocketAddrs;
-    if let Ok(a) = v.parse() {
-        return Ok(AdminAddr(vec![a]));
+    if v.parse::<SocketAddr>().is_ok() {
+        return Ok(AdminAddr(v.to_owned()));
     }
-    let all: Vec<SocketAddr> = v
-        .to_socket_addrs()
-        .map_err(|e| format!("not an address (IP:PORT or HOST:PORT): {e}"))?
-        .collect();
-    if all.is_empty() {
-        return Err(format!("{v} resolves to no address"));
+    match v.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
+            Ok(AdminAddr(v.to_owned()))
+        }
+        _ => Err("not an address: IP:PORT or HOST:PORT".to_owned()),
     }
-    Ok(AdminAddr(all))
+}
+
+impl AdminAddr {
+    fn resolve(&self) -> Result<Vec<SocketAddr>, String> {
+        use std::net::ToSocketAddrs;
+        let all: Vec<SocketAddr> = self
+            .0
+            .to_socket_addrs()
+            .map_err(|e| format!("cannot resolve the admin address {}: {e}", self.0))?
+            .collect();
+        if all.is_empty() {
+            return Err(format!("the admin address {} resolves to nothing", self.0));
+        }
+        Ok(all)
+    }
 }
 
 /// Where the admin API is and which token to send.
 fn admin_target(a: &AdminArgs) -> Result<(Vec<SocketAddr>, Option<String>), String> {
     let (addr, token_file) = match &a.admin {
-        Some(addr) => (Some(addr.0.clone()), a.token_file.clone()),
+        Some(addr) => (Some(addr.resolve()?), a.token_file.clone()),
         None => {
             let path = a
                 .config

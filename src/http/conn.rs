@@ -417,7 +417,7 @@ async fn request<C: Stream>(
             }
             r
         });
-        let limits = Limits {
+        let mut limits = Limits {
             // Both Transfer-Encoding and Content-Length: strictest refuses; the
             // other modes forward it chunked without the Content-Length and close
             // both connections after the exchange (SPEC §3).
@@ -444,6 +444,9 @@ async fn request<C: Stream>(
                         break Err(head::RequestError::BadRequest("SpaceInUri"));
                     }
                     grown = b.client.len() - before;
+                    // The limits apply to the line as the client sent it.
+                    limits.max_line = limits.max_line.saturating_add(grown);
+                    limits.max_head = limits.max_head.saturating_add(grown);
                     b.req.clear();
                     continue;
                 }
@@ -455,7 +458,7 @@ async fn request<C: Stream>(
                 Err(_) => {
                     metrics.lb_response(408);
                     if send_error(client, &mut b.out, 408, true).await.is_ok() {
-                        metrics.bytes_out.increment(b.out.len() as u64);
+                        error_sent(b, metrics);
                     }
                     finish_record(&live, b, Some(408), Some("RequestHeaderTimeout"));
                     return false;
@@ -474,7 +477,7 @@ async fn request<C: Stream>(
             metrics.lb_response(status);
             tracing::debug!(listener = %listener, client = %peer, reason = e.reason(), "request refused with {status}");
             if send_error(client, &mut b.out, status, true).await.is_ok() {
-                metrics.bytes_out.increment(b.out.len() as u64);
+                error_sent(b, metrics);
             }
             finish_record(&live, b, Some(status), Some(e.reason()));
             return false;
@@ -503,7 +506,7 @@ async fn request<C: Stream>(
                     tracing::debug!(listener = %listener, client = %peer, reason = verdict.reason, "request blocked by desync mitigation");
                     metrics.lb_response(400);
                     if send_error(client, &mut b.out, 400, true).await.is_ok() {
-                        metrics.bytes_out.increment(b.out.len() as u64);
+                        error_sent(b, metrics);
                     }
                     finish_record(&live, b, Some(400), Some("DesyncMitigation"));
                     return false;
@@ -538,7 +541,7 @@ async fn request<C: Stream>(
             Err(Fail::Status(code)) => {
                 metrics.lb_response(code);
                 if send_error(client, &mut b.out, code, true).await.is_ok() {
-                    metrics.bytes_out.increment(b.out.len() as u64);
+                    error_sent(b, metrics);
                 }
                 let reason = match code {
                     502 => "TargetConnectionError",
@@ -819,6 +822,15 @@ async fn exchange<C: Stream>(
     }
 }
 
+/// An error answer went out: processed bytes, the access-log record's sent bytes
+/// (what a target already sent, if anything, stays counted).
+fn error_sent(b: &mut Bufs, metrics: &crate::metrics::ListenerMetrics) {
+    metrics.bytes_out.increment(b.out.len() as u64);
+    if let Some(r) = b.rec.as_mut() {
+        r.sent_bytes += b.out.len() as u64;
+    }
+}
+
 /// A redirect or fixed response went out: processed bytes, the balancer's own
 /// response count by code, the access-log record's sent bytes.
 fn answered_by_lb(b: &mut Bufs, metrics: &crate::metrics::ListenerMetrics, status: u16) {
@@ -1079,6 +1091,7 @@ async fn proxy<C: Stream>(
     // nothing was answered yet, else the connection closes.
     let target_state = group.targets[ti].clone();
     let head_sent = std::sync::atomic::AtomicBool::new(false);
+    let tunneled = crate::l4::Moved::counting(&lstate.state.metrics);
     let work = async {
         let tcfg = &gcfg.targets[ti];
         let _in_flight = InFlight::new(&group.targets[ti]);
@@ -1201,7 +1214,7 @@ async fn proxy<C: Stream>(
                 b,
                 &group.targets[ti],
                 cfg.idle_timeout,
-                metrics,
+                &tunneled,
             )
             .await;
             return Ok(false);
@@ -1318,12 +1331,19 @@ async fn proxy<C: Stream>(
         }
         Ok(!client_close)
     };
-    tokio::select! {
+    let outcome = tokio::select! {
         r = work => r,
         _ = target_state.killed() => {
             if head_sent.load(std::sync::atomic::Ordering::Relaxed) { Err(Fail::Client) } else { Err(Fail::Status(502)) }
         }
+    };
+    // A WebSocket tunnel's bytes, however it ended.
+    let (tin, tout) = tunneled.get();
+    if let Some(r) = b.rec.as_mut() {
+        r.received_bytes += tin;
+        r.sent_bytes += tout;
     }
+    outcome
 }
 
 /// Writes all of `buf`; `Err(true)` when the peer takes no byte of it for `idle`
@@ -1416,26 +1436,36 @@ async fn stream_request_body<C: Stream>(
 }
 
 /// After a 101: bytes flow both ways until either side closes or `idle` passes
-/// with no byte either way; the connection stays on this target. What passes
-/// to and from the client is counted (processed bytes, the access-log record).
+/// with no byte either way; the connection stays on this target. What passes to
+/// and from the client is counted in `moved` as it moves (processed bytes; the
+/// caller adds it to the access-log record, also when a deregistration cuts the
+/// tunnel off).
 async fn tunnel<C: Stream>(
     client: &mut C,
     up: &mut pool::Conn,
     b: &mut Bufs,
-    target: &Arc<crate::targets::TargetState>,
+    target: &crate::targets::TargetState,
     idle: Duration,
-    metrics: &crate::metrics::ListenerMetrics,
+    moved: &crate::l4::Moved<'_>,
 ) {
-    use std::sync::atomic::Ordering;
-    target.active_connections.fetch_add(1, Ordering::Relaxed);
-    // Bytes that came after the heads belong to the tunnel.
-    let (early_in, early_out) = (b.client.len() as u64, b.upstream.len() as u64);
-    metrics.bytes_in.increment(early_in);
-    metrics.bytes_out.increment(early_out);
-    // Counted as bytes move (a tunnel may stay open for hours).
-    let moved = crate::l4::Moved::counting(metrics);
+    /// Counts the tunnel in the target's active connections while it lasts,
+    /// however it ends.
+    struct Active<'a>(&'a crate::targets::TargetState);
+    impl Drop for Active<'_> {
+        fn drop(&mut self) {
+            self.0
+                .active_connections
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    target
+        .active_connections
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let _active = Active(target);
     let result = async {
+        // Bytes that came after the heads belong to the tunnel.
         if !b.client.is_empty() {
+            moved.add_read(b.client.len() as u64);
             write_idle(up, &b.client, idle)
                 .await
                 .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?;
@@ -1445,21 +1475,15 @@ async fn tunnel<C: Stream>(
             write_idle(client, &b.upstream, idle)
                 .await
                 .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?;
+            moved.add_written(b.upstream.len() as u64);
             b.upstream.clear();
         }
-        crate::l4::copy_with_idle(client, up, idle, &moved).await
+        crate::l4::copy_with_idle(client, up, idle, moved).await
     }
     .await;
     if let Err(e) = result {
         tracing::debug!(error = %e, "upgraded connection ended");
     }
-    let (tin, tout) = moved.get();
-    let (tin, tout) = (tin + early_in, tout + early_out);
-    if let Some(r) = b.rec.as_mut() {
-        r.received_bytes += tin;
-        r.sent_bytes += tout;
-    }
-    target.active_connections.fetch_sub(1, Ordering::Relaxed);
 }
 
 enum RespFail {

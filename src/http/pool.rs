@@ -87,6 +87,9 @@ pub fn checkout(addr: SocketAddr, now: Instant) -> Option<Conn> {
 /// sat idle have marked it readable (as HAProxy's and nginx's pollers see their idle
 /// server connections). Only a connection marked readable is peeked at; a peek that
 /// finds nothing clears the stale mark (the last response filled the buffer exactly).
+/// A close the reactor has not polled yet passes as quiet: a bodiless idempotent
+/// request is then retried on a fresh connection (the keep-alive race), any other
+/// gets a 502, a window as wide as one reactor turn (as with HAProxy and nginx).
 fn quiet(c: &Conn) -> bool {
     let tcp = c.tcp();
     let peeked = tcp.try_io(tokio::io::Interest::READABLE, || {

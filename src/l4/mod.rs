@@ -229,31 +229,31 @@ fn log_connection(
 /// written to it (`out`), kept up to date while the copy runs, and added as they
 /// move to the listener's processed-bytes counters when given.
 #[derive(Default)]
-pub struct Moved {
+pub struct Moved<'a> {
     read: std::sync::atomic::AtomicU64,
     written: std::sync::atomic::AtomicU64,
-    counters: Option<(metrics::Counter, metrics::Counter)>,
+    counters: Option<(&'a metrics::Counter, &'a metrics::Counter)>,
 }
 
-impl Moved {
+impl<'a> Moved<'a> {
     /// Also counts into `m`'s processed bytes (in, out) as bytes move.
-    pub fn counting(m: &crate::metrics::ListenerMetrics) -> Moved {
+    pub fn counting(m: &'a crate::metrics::ListenerMetrics) -> Moved<'a> {
         Moved {
-            counters: Some((m.bytes_in.clone(), m.bytes_out.clone())),
+            counters: Some((&m.bytes_in, &m.bytes_out)),
             ..Moved::default()
         }
     }
 
     pub(crate) fn add_read(&self, n: u64) {
         self.read.fetch_add(n, Ordering::Relaxed);
-        if let Some((c, _)) = &self.counters {
+        if let Some((c, _)) = self.counters {
             c.increment(n);
         }
     }
 
     pub(crate) fn add_written(&self, n: u64) {
         self.written.fetch_add(n, Ordering::Relaxed);
-        if let Some((_, c)) = &self.counters {
+        if let Some((_, c)) = self.counters {
             c.increment(n);
         }
     }
@@ -267,6 +267,38 @@ impl Moved {
     }
 }
 
+/// When either direction of a copy last moved a byte.
+pub(crate) struct Activity {
+    start: tokio::time::Instant,
+    last_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Activity {
+    pub(crate) fn new() -> Activity {
+        Activity {
+            start: tokio::time::Instant::now(),
+            last_ms: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn touch(&self) {
+        self.last_ms
+            .store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Resolves once `idle` passed without a byte either way.
+    pub(crate) async fn idle(&self, idle: Duration) {
+        loop {
+            let deadline =
+                self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed)) + idle;
+            if tokio::time::Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(deadline).await;
+        }
+    }
+}
+
 /// Copies both ways in user space until both sides closed, or `idle` passes with
 /// no byte either way (an error: `TimedOut`). `a` is the client side; what passes
 /// through it is counted in `moved`.
@@ -274,42 +306,33 @@ pub(crate) async fn copy_with_idle<A, B>(
     a: &mut A,
     b: &mut B,
     idle: Duration,
-    moved: &Moved,
+    moved: &Moved<'_>,
 ) -> std::io::Result<()>
 where
     A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    let mut a = Watched { inner: a, moved };
-    let copy = tokio::io::copy_bidirectional(&mut a, b);
-    tokio::pin!(copy);
-    let progress = || {
-        let (r, w) = moved.get();
-        r.wrapping_add(w)
+    let activity = Activity::new();
+    let mut a = Watched {
+        inner: a,
+        moved,
+        activity: &activity,
     };
-    let mut seen = progress();
-    loop {
-        tokio::select! {
-            r = &mut copy => return r.map(|_| ()),
-            _ = tokio::time::sleep(idle) => {
-                let now = progress();
-                if now == seen {
-                    return Err(std::io::ErrorKind::TimedOut.into());
-                }
-                seen = now;
-            }
-        }
+    tokio::select! {
+        r = tokio::io::copy_bidirectional(&mut a, b) => r.map(|_| ()),
+        _ = activity.idle(idle) => Err(std::io::ErrorKind::TimedOut.into()),
     }
 }
 
 /// Counts the bytes read from and written to the client side (both directions
 /// pass through it), for the byte counts and the idle timeout.
-struct Watched<'a, S> {
+struct Watched<'a, 'm, S> {
     inner: &'a mut S,
-    moved: &'a Moved,
+    moved: &'a Moved<'m>,
+    activity: &'a Activity,
 }
 
-impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Watched<'_, S> {
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Watched<'_, '_, S> {
     fn poll_read(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
@@ -321,12 +344,13 @@ impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Watched<'_, S> {
         let n = buf.filled().len().saturating_sub(before);
         if n > 0 {
             me.moved.add_read(n as u64);
+            me.activity.touch();
         }
         r
     }
 }
 
-impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<'_, S> {
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<'_, '_, S> {
     fn poll_write(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
@@ -337,6 +361,7 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<'_, S> 
         if let std::task::Poll::Ready(Ok(n)) = &r {
             if *n > 0 {
                 me.moved.add_written(*n as u64);
+                me.activity.touch();
             }
         }
         r

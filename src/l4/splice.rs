@@ -8,7 +8,6 @@
 use std::io;
 use std::net::Shutdown;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rustix::pipe::{PipeFlags, SpliceFlags, pipe_with, splice};
@@ -37,7 +36,7 @@ fn to_io(e: rustix::io::Errno) -> io::Error {
 async fn one_way(
     src: &TcpStream,
     dst: &TcpStream,
-    activity: &Activity,
+    activity: &super::Activity,
     count: impl Fn(u64),
 ) -> io::Result<()> {
     let (pr, pw): (OwnedFd, OwnedFd) =
@@ -80,31 +79,6 @@ async fn one_way(
     }
 }
 
-/// When either direction last moved a byte.
-struct Activity {
-    start: tokio::time::Instant,
-    last_ms: AtomicU64,
-}
-
-impl Activity {
-    fn touch(&self) {
-        self.last_ms
-            .store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
-    }
-
-    /// Resolves once `idle` passed without a byte either way.
-    async fn idle(&self, idle: Duration) {
-        loop {
-            let deadline =
-                self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed)) + idle;
-            if tokio::time::Instant::now() >= deadline {
-                return;
-            }
-            tokio::time::sleep_until(deadline).await;
-        }
-    }
-}
-
 /// Proxies both directions until both have ended, an error, or `idle` passes
 /// with no byte either way. `moved` counts client->target bytes as `read` and
 /// target->client bytes as `written`, however the proxying ends.
@@ -112,12 +86,9 @@ pub async fn proxy(
     client: &TcpStream,
     target: &TcpStream,
     idle: Duration,
-    moved: &super::Moved,
+    moved: &super::Moved<'_>,
 ) -> io::Result<()> {
-    let activity = Activity {
-        start: tokio::time::Instant::now(),
-        last_ms: AtomicU64::new(0),
-    };
+    let activity = super::Activity::new();
     let up = one_way(client, target, &activity, |n| moved.add_read(n));
     let down = one_way(target, client, &activity, |n| moved.add_written(n));
     let watchdog = activity.idle(idle);
