@@ -453,6 +453,11 @@ async fn request_and_response_bodies_are_counted() {
             assert_eq!(r.status, 200);
             assert_eq!(r.body.len(), n);
         }
+        // A refused head counts too (two Host headers: 400).
+        let refused = b"GET /x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n";
+        let mut c = Conn::connect(local(web)).await.unwrap();
+        c.send(refused).await.unwrap();
+        assert_eq!(c.read_response().await.unwrap().status, 400);
         let bytes_in = f
             .metric(
                 "fulcrum_processed_bytes_total",
@@ -461,8 +466,8 @@ async fn request_and_response_bodies_are_counted() {
             .await
             .unwrap_or(0.0);
         assert!(
-            bytes_in >= (2 * n) as f64,
-            "two {n}-byte request bodies, processed bytes in: {bytes_in}"
+            bytes_in >= (2 * n + refused.len()) as f64,
+            "two {n}-byte request bodies and a refused head, processed bytes in: {bytes_in}"
         );
         let mut lines = Vec::new();
         for _ in 0..50 {
@@ -471,13 +476,24 @@ async fn request_and_response_bodies_are_counted() {
                 .lines()
                 .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
                 .collect();
-            if lines.len() >= 2 {
+            if lines.len() >= 3 {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        assert_eq!(lines.len(), 2, "{lines:?}");
-        for l in &lines {
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        let refused_line = &lines[2];
+        assert_eq!(refused_line["elb_status_code"], 400, "{refused_line}");
+        assert_eq!(
+            refused_line["received_bytes"],
+            refused.len() as u64,
+            "{refused_line}"
+        );
+        assert!(
+            refused_line["sent_bytes"].as_u64().unwrap() > 0,
+            "{refused_line}"
+        );
+        for l in &lines[..2] {
             let received = l["received_bytes"].as_u64().unwrap();
             let sent = l["sent_bytes"].as_u64().unwrap();
             assert!(received >= n as u64, "received_bytes {received}: {l}");

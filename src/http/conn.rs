@@ -454,8 +454,12 @@ async fn request<C: Stream>(
             }
             match tokio::time::timeout_at(deadline, read_more(client, &mut b.client)).await {
                 Ok(Ok(n)) if n > 0 => {}
-                Ok(_) => return false,
+                Ok(_) => {
+                    head_bytes_in(b, metrics, grown);
+                    return false;
+                }
                 Err(_) => {
+                    head_bytes_in(b, metrics, grown);
                     metrics.lb_response(408);
                     if send_error(client, &mut b.out, 408, true).await.is_ok() {
                         error_sent(b, metrics);
@@ -466,6 +470,7 @@ async fn request<C: Stream>(
             }
         };
         if let Err(e) = parsed {
+            head_bytes_in(b, metrics, grown);
             let status = e.status();
             if let Some(v) = desync::classify_error(e) {
                 metrics.desync(v.class.as_str());
@@ -819,6 +824,17 @@ async fn exchange<C: Stream>(
             answered_by_lb(b, &lstate.state.metrics, status);
             Ok(!close)
         }
+    }
+}
+
+/// A request that ends before its head parsed (refused, timed out, or the client
+/// left): what it sent counts as processed bytes in and as the record's received
+/// bytes (less `grown`, bytes the balancer added by encoding spaces).
+fn head_bytes_in(b: &mut Bufs, metrics: &crate::metrics::ListenerMetrics, grown: usize) {
+    let n = b.client.len().saturating_sub(grown) as u64;
+    metrics.bytes_in.increment(n);
+    if let Some(r) = b.rec.as_mut() {
+        r.received_bytes = n;
     }
 }
 
