@@ -794,8 +794,11 @@ async fn exchange<C: Stream>(
             if b.req.method_kind != head::Method::Head {
                 b.out.extend_from_slice(fr.body.as_bytes());
             }
+            // Counted before the answer leaves, as the errors are: whoever reads
+            // the answer and then the metrics sees it counted.
+            lstate.state.metrics.lb_response(status);
             client.write_all(&b.out).await.map_err(|_| Fail::Client)?;
-            answered_by_lb(b, &lstate.state.metrics, status);
+            answered_by_lb(b, &lstate.state.metrics);
             Ok(!close)
         }
         Action::Redirect(r) => {
@@ -820,8 +823,11 @@ async fn exchange<C: Stream>(
                 )
                 .as_bytes(),
             );
+            // Counted before the answer leaves, as the errors are: whoever reads
+            // the answer and then the metrics sees it counted.
+            lstate.state.metrics.lb_response(status);
             client.write_all(&b.out).await.map_err(|_| Fail::Client)?;
-            answered_by_lb(b, &lstate.state.metrics, status);
+            answered_by_lb(b, &lstate.state.metrics);
             Ok(!close)
         }
     }
@@ -847,11 +853,10 @@ fn error_sent(b: &mut Bufs, metrics: &crate::metrics::ListenerMetrics) {
     }
 }
 
-/// A redirect or fixed response went out: processed bytes, the balancer's own
-/// response count by code, the access-log record's sent bytes.
-fn answered_by_lb(b: &mut Bufs, metrics: &crate::metrics::ListenerMetrics, status: u16) {
+/// A redirect or fixed response went out: processed bytes, the access-log record's
+/// sent bytes.
+fn answered_by_lb(b: &mut Bufs, metrics: &crate::metrics::ListenerMetrics) {
     metrics.bytes_out.increment(b.out.len() as u64);
-    metrics.lb_response(status);
     if let Some(r) = b.rec.as_mut() {
         r.sent_bytes = b.out.len() as u64;
     }
