@@ -23,6 +23,19 @@ use crate::targets::TargetState;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A target whose connect (one round trip) completed within this is near: on
+/// the same host or LAN.
+const NEAR_RTT: Duration = Duration::from_millis(1);
+
+/// The send buffer asked for on a spliced connection to a near target (the
+/// kernel doubles it for its bookkeeping). Kernel autotuning would let it grow
+/// to `net.ipv4.tcp_wmem`'s maximum (4 MiB), keeping that much spliced payload
+/// pinned until the target acknowledges it; at under 1 ms round trip 512 KiB
+/// still carries over 4 Gbit/s per connection, and measured on loopback the
+/// cap cut fulcrum's CPU per GiB by about a quarter (docs/operations.md). A
+/// farther target keeps autotuning, which its bandwidth-delay product needs.
+const NEAR_SEND_BUFFER: usize = 256 * 1024;
+
 /// A connected target of the listener's group, with the PROXY header sent.
 struct Upstream {
     stream: crate::http::pool::Conn,
@@ -30,6 +43,8 @@ struct Upstream {
     idle: Duration,
     addr: SocketAddr,
     group: Arc<str>,
+    /// How long the connect took (about one round trip for plain tcp).
+    connect_took: Duration,
 }
 
 async fn connect(
@@ -54,6 +69,7 @@ async fn connect(
             return None;
         };
         let header = cfg.proxy_protocol_v2.then(|| proxy_v2::header(peer, local));
+        let began = std::time::Instant::now();
         match crate::http::pool::connect(
             cfg.targets[i].addr,
             live.target_tls(gid, i),
@@ -69,6 +85,7 @@ async fn connect(
                     idle: lcfg.idle_timeout,
                     addr: cfg.targets[i].addr,
                     group: Arc::from(cfg.name.as_str()),
+                    connect_took: began.elapsed(),
                 });
             }
             _ => {
@@ -81,6 +98,14 @@ async fn connect(
         }
     }
     None
+}
+
+/// Caps the send buffer toward a near target (see [`NEAR_SEND_BUFFER`]);
+/// best effort: if the kernel refuses, it keeps autotuning.
+fn size_send_buffer(target: &TcpStream, connect_took: Duration) {
+    if connect_took < NEAR_RTT {
+        let _ = socket2::SockRef::from(target).set_send_buffer_size(NEAR_SEND_BUFFER);
+    }
 }
 
 /// A plain tcp listener's connection: zero-copy with splice(2).
@@ -114,6 +139,7 @@ pub async fn serve_tcp(
             crate::http::pool::Conn::Plain(target) => {
                 metrics::counter!(crate::metrics::L4_SPLICE, "listener" => listener.to_string())
                     .increment(1);
+                size_send_buffer(target, up.connect_took);
                 splice::proxy(&client, target, up.idle, &moved).await
             }
             // Re-encrypted to a tls group: through user space.
@@ -379,5 +405,41 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<'_, '_,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
         std::pin::Pin::new(&mut *self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn connected() -> TcpStream {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let s = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let _ = l.accept().await.unwrap();
+        s
+    }
+
+    #[tokio::test]
+    async fn near_targets_get_a_capped_send_buffer_far_ones_keep_autotuning() {
+        // The kernel doubles what it is asked for, up to net.core.wmem_max.
+        let wmem_max: usize = std::fs::read_to_string("/proc/sys/net/core/wmem_max")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let near = connected().await;
+        size_send_buffer(&near, Duration::from_micros(80));
+        assert_eq!(
+            socket2::SockRef::from(&near).send_buffer_size().unwrap(),
+            2 * NEAR_SEND_BUFFER.min(wmem_max)
+        );
+        let far = connected().await;
+        let before = socket2::SockRef::from(&far).send_buffer_size().unwrap();
+        size_send_buffer(&far, Duration::from_millis(20));
+        assert_eq!(
+            socket2::SockRef::from(&far).send_buffer_size().unwrap(),
+            before
+        );
+        assert_ne!(before, 2 * NEAR_SEND_BUFFER.min(wmem_max));
     }
 }
