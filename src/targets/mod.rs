@@ -83,14 +83,30 @@ impl TargetState {
     }
 
     /// Waits until the deregistration delay of this (draining) target ends.
+    ///
+    /// Raced against every request and connection to the target, so it is
+    /// polled on each wake of that work: the wait registers with `kill` (a
+    /// lock inside [`tokio::sync::Notify`], shared by all workers) once, and
+    /// later polls only read the flag while the task's waker stays the same.
     pub async fn killed(&self) {
-        loop {
-            let notified = self.kill.notified();
+        let notified = self.kill.notified();
+        tokio::pin!(notified);
+        let mut registered: Option<std::task::Waker> = None;
+        std::future::poll_fn(|cx| {
+            // `killed` is set before `kill` wakes the waiters.
             if self.killed.load(Ordering::Acquire) {
-                return;
+                return std::task::Poll::Ready(());
             }
-            notified.await;
-        }
+            if registered.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                return std::task::Poll::Pending;
+            }
+            if notified.as_mut().poll(cx).is_ready() {
+                return std::task::Poll::Ready(());
+            }
+            registered = Some(cx.waker().clone());
+            std::task::Poll::Pending
+        })
+        .await
     }
 
     pub fn in_flight(&self) -> u32 {
