@@ -26,8 +26,27 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct ConfigArg {
     /// The config file [default: $FULCRUM_CONFIG, else /etc/fulcrum/fulcrum.yaml]
-    #[arg(short = 'c', long = "config", env = "FULCRUM_CONFIG", default_value = DEFAULT_CONFIG, value_name = "FILE")]
-    pub config: PathBuf,
+    // $FULCRUM_CONFIG is read by config_path, not by clap, so that an empty value
+    // counts as unset (as for status and reload).
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+impl ConfigArg {
+    pub fn path(&self) -> PathBuf {
+        config_path(self.config.clone())
+    }
+}
+
+/// `-c FILE`, else a non-empty `$FULCRUM_CONFIG`, else the default path.
+fn config_path(given: Option<PathBuf>) -> PathBuf {
+    given
+        .or_else(|| {
+            std::env::var_os("FULCRUM_CONFIG")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        })
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG))
 }
 
 /// How `status` and `reload` find the admin API.
@@ -82,10 +101,10 @@ pub fn main() -> i32 {
     };
     crate::install_crypto_provider();
     match cli.command {
-        Command::Check(c) => check(&c.config),
+        Command::Check(c) => check(&c.path()),
         Command::Run(c) => {
             init_logging();
-            crate::server::run(&c.config)
+            crate::server::run(&c.path())
         }
         Command::Demo => {
             init_logging();
@@ -93,7 +112,7 @@ pub fn main() -> i32 {
         }
         Command::Status(a) => status(&a),
         Command::Reload(a) => reload(&a),
-        Command::AlertTest(c) => alert_test(&c.config),
+        Command::AlertTest(c) => alert_test(&c.path()),
     }
 }
 
@@ -210,11 +229,7 @@ fn admin_target(a: &AdminArgs) -> Result<(Vec<SocketAddr>, Option<String>), Stri
     let (addr, token_file) = match &a.admin {
         Some(addr) => (Some(addr.resolve()?), a.token_file.clone()),
         None => {
-            let path = a
-                .config
-                .clone()
-                .or_else(|| std::env::var_os("FULCRUM_CONFIG").map(PathBuf::from))
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+            let path = config_path(a.config.clone());
             let (addr, token_file) = crate::config::admin_settings(&path)?;
             (addr.map(|a| vec![a]), token_file)
         }

@@ -55,6 +55,13 @@ pub fn run() -> i32 {
         }
     };
     rt.block_on(async move {
+        let signals = match crate::server::Signals::install() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("fulcrum demo: cannot install signal handlers: {e}");
+                return 1;
+            }
+        };
         for (name, port) in TARGETS {
             let addr = SocketAddr::from(([127, 0, 0, 1], port));
             match TcpListener::bind(addr).await {
@@ -108,7 +115,7 @@ pub fn run() -> i32 {
             std::process::id(),
             path.display()
         );
-        server.wait().await
+        server.wait(signals).await
     })
 }
 

@@ -144,8 +144,17 @@ pub fn run(config: &Path) -> i32 {
         }
     };
     rt.block_on(async move {
+        // Before anything slow (binds, the first health-check round): a signal
+        // during start-up is then handled once serving, not fatal.
+        let signals = match Signals::install() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("fulcrum: cannot install signal handlers: {e}");
+                return 1;
+            }
+        };
         match start(config, snapshot, None).await {
-            Ok(server) => server.wait().await,
+            Ok(server) => server.wait(signals).await,
             Err(msg) => {
                 eprintln!("fulcrum: {msg}");
                 1
@@ -255,25 +264,43 @@ pub async fn start(
     })
 }
 
+/// SIGHUP, SIGTERM and SIGINT, caught from the moment this exists: one that
+/// arrives while the server starts waits for [`Server::wait`] (a SIGTERM during
+/// start-up becomes a graceful shutdown right after it, instead of the default
+/// action killing the process).
+pub struct Signals {
+    hup: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Installs the handlers; needs a tokio runtime.
+    pub fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            hup: signal(SignalKind::hangup())?,
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+}
+
 impl Server {
     /// Serves reloads and signals until shutdown; returns the exit code.
-    pub async fn wait(mut self) -> i32 {
-        use tokio::signal::unix::{SignalKind, signal};
-        let (mut hup, mut term, mut int) = match (
-            signal(SignalKind::hangup()),
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) {
-            (Ok(h), Ok(t), Ok(i)) => (h, t, i),
-            _ => {
-                eprintln!("fulcrum: cannot install signal handlers");
-                return 1;
-            }
-        };
+    pub async fn wait(mut self, signals: Signals) -> i32 {
+        let Signals {
+            mut hup,
+            mut term,
+            mut int,
+        } = signals;
         let mut stop_rx = self.stop_rx.take();
         let watchdog = systemd::watchdog_interval();
+        // The first tick one period from now: progress is compared with the
+        // snapshot below, which an immediate tick would find unchanged.
+        let period = watchdog.unwrap_or(Duration::from_secs(3600));
         let mut watchdog_tick =
-            tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
+            tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         let mut last_progress = self.control.workers.progress();
         let prometheus = crate::metrics::install();
         let mut upkeep = tokio::time::interval(Duration::from_secs(5));
@@ -398,6 +425,18 @@ impl Control {
 
     fn apply(&mut self, snapshot: Arc<Snapshot>) -> ReloadOutcome {
         let file = snapshot.source.path.display().to_string();
+        // 0. admin.bind keeps its running value until a restart, so the token the
+        //    running address requires (SPEC §2) stays required.
+        if let Some(addr) = self.admin_bind {
+            if !addr.ip().is_loopback() && snapshot.admin.token_file.is_none() {
+                return ReloadOutcome::Failed {
+                    errors: vec![format!(
+                        "{file}: admin.token_file: required while the admin API listens on {addr}, \
+                         not a loopback address (admin.bind changes need a restart; nothing was changed)"
+                    )],
+                };
+            }
+        }
         // 1. Bind what is new or moved; a failure rolls everything back.
         let mut new_sockets = Vec::new();
         for l in &snapshot.listeners {

@@ -55,6 +55,20 @@ fn config_file_from_the_environment() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    // An empty value counts as unset: the default path, not a usage error.
+    let out = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
+        .args(["check"])
+        .current_dir(root())
+        .env("FULCRUM_CONFIG", "")
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    if std::path::Path::new("/etc/fulcrum/fulcrum.yaml").exists() {
+        assert_ne!(out.status.code(), Some(2), "stderr: {stderr}");
+    } else {
+        assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+        assert!(stderr.contains("/etc/fulcrum/fulcrum.yaml"), "{stderr}");
+    }
 }
 
 /// Each fixture lists the errors it must produce as `# expect: LINE:COL: path: message`

@@ -28,6 +28,9 @@ struct Setup {
     web: u16,
     app: Backend,
     _raw: Vec<RawBackend>,
+    /// The JSON access log.
+    log: std::path::PathBuf,
+    _logdir: tempfile::TempDir,
 }
 
 /// Listener `web` (header_timeout 1s, idle_timeout 2s) with a default group `app`
@@ -61,9 +64,12 @@ async fn setup() -> Setup {
     );
     add("empty", String::new(), &mut groups);
     let (admin, web) = (free_port(), free_port());
+    let logdir = tempfile::tempdir().unwrap();
+    let log = logdir.path().join("access.log");
     let yaml = format!(
         "runtime: {{worker_threads: 2}}\n\
          admin: {{bind: \"127.0.0.1:{admin}\"}}\n\
+         access_log: {{path: \"{}\", format: json}}\n\
          listeners:\n\
          \x20 - name: web\n\
          \x20   bind: \"127.0.0.1:{web}\"\n\
@@ -71,7 +77,8 @@ async fn setup() -> Setup {
          \x20   idle_timeout: 2s\n\
          \x20   default_action: {{forward: app}}\n\
          \x20   rules:\n{rules}\
-         target_groups:\n{groups}"
+         target_groups:\n{groups}",
+        log.display()
     );
     let f = Fulcrum::start(&yaml).await;
     Setup {
@@ -79,6 +86,8 @@ async fn setup() -> Setup {
         web,
         app,
         _raw: raw,
+        log,
+        _logdir: logdir,
     }
 }
 
@@ -398,6 +407,15 @@ async fn target_failures_are_502() {
             Some(1.0),
             "fulcrum_retries_total{{target_group=\"dead2\"}}"
         );
+        // No other target, no retry.
+        let retries =
+            s.f.metric("fulcrum_retries_total", &[("target_group", "refused")])
+                .await;
+        assert_eq!(
+            retries.unwrap_or(0.0),
+            0.0,
+            "fulcrum_retries_total{{target_group=\"refused\"}}"
+        );
     })
     .await;
 }
@@ -443,6 +461,23 @@ async fn no_targets_is_503_and_target_answers_are_counted_by_class() {
         assert_eq!(
             n, 0.0,
             "a target response counted for the group without targets"
+        );
+
+        // To a HEAD request the balancer's answer is the head alone: it announces
+        // the page's length, no body bytes follow.
+        let mut c = Conn::connect(local(s.web)).await.unwrap();
+        c.send(b"HEAD /g/empty HTTP/1.1\r\nHost: test.local\r\n\r\n")
+            .await
+            .unwrap();
+        let head = c.read_head().await.unwrap();
+        assert!(head.starts_with("HTTP/1.1 503"), "{head:?}");
+        assert!(
+            head.to_ascii_lowercase().contains("content-length: "),
+            "{head:?}"
+        );
+        assert!(
+            c.closed_without_bytes(Duration::from_secs(5)).await,
+            "no body after the head of a HEAD answer"
         );
     })
     .await;
@@ -606,6 +641,23 @@ async fn websocket_upgrade_becomes_a_tunnel_after_101() {
             took >= Duration::from_millis(1500) && took < Duration::from_secs(6),
             "closed after {took:?}, idle_timeout is 2 s"
         );
+
+        // The access log types the upgraded connection `ws`, as ALB does.
+        let mut ws_line = None;
+        for _ in 0..50 {
+            ws_line = std::fs::read_to_string(&s.log)
+                .unwrap_or_default()
+                .lines()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+                .find(|l| l["request"].as_str().is_some_and(|r| r.contains("/g/ws")));
+            if ws_line.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let ws_line = ws_line.expect("an access-log line for the upgrade");
+        assert_eq!(ws_line["type"], "ws", "{ws_line}");
+        assert_eq!(ws_line["elb_status_code"], 101, "{ws_line}");
     })
     .await;
 }

@@ -91,6 +91,9 @@ async fn shutdown_delay_keeps_serving_while_readyz_fails() {
         let mut f = Fulcrum::start(&yaml).await;
         let mut idle = Conn::connect(local(web)).await.unwrap();
         assert_eq!(idle.get("/warm").await.unwrap().status, 200);
+        // A client that connected and has not sent a byte is idle too.
+        let mut fresh = Conn::connect(local(web)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
 
         f.sigterm();
         let t0 = Instant::now();
@@ -133,11 +136,21 @@ async fn shutdown_delay_keeps_serving_while_readyz_fails() {
             idle.closed_without_bytes(Duration::from_secs(5)).await,
             "the idle keep-alive connection was not closed"
         );
+        assert!(
+            fresh.closed_without_bytes(Duration::from_secs(5)).await,
+            "the connection that never sent a request was not closed"
+        );
         let status = f
             .wait_exit(Duration::from_secs(10))
             .await
             .expect("exits after shutdown");
         assert_eq!(status.code(), Some(0), "exit status {status}");
+        // Nothing was in flight, so nothing waited for shutdown_timeout (5 s).
+        let exited = t0.elapsed();
+        assert!(
+            exited < Duration::from_secs(4),
+            "exited {exited:?} after SIGTERM: idle connections held it up"
+        );
     })
     .await;
 }

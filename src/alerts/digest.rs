@@ -109,7 +109,9 @@ pub(crate) fn alert_id(events: &[SpooledEvent]) -> String {
 }
 
 /// `[fulcrum lb-a] 2 targets unhealthy in web`: the node, then per kind of event
-/// (most severe first) the number of distinct targets and the group(s).
+/// the number of distinct targets and the group(s): targets gone unhealthy first
+/// (so the subject always starts like SPEC §6's example), then groups with no
+/// healthy target left, failed reloads, recoveries.
 pub(crate) fn subject(node: &str, events: &[SpooledEvent]) -> String {
     let mut all_down = Groups::default();
     let (mut down, mut down_groups) = (Targets::default(), Groups::default());
@@ -130,15 +132,15 @@ pub(crate) fn subject(node: &str, events: &[SpooledEvent]) -> String {
         }
     }
     let mut parts = Vec::new();
-    if !all_down.0.is_empty() {
-        parts.push(format!("all targets unhealthy in {}", all_down.list()));
-    }
     if !down.0.is_empty() {
         parts.push(format!(
             "{} unhealthy in {}",
             plural(down.0.len(), "target", "targets"),
             down_groups.list()
         ));
+    }
+    if !all_down.0.is_empty() {
+        parts.push(format!("all targets unhealthy in {}", all_down.list()));
     }
     match reloads {
         0 => {}

@@ -205,7 +205,7 @@ fn subject_orders_by_severity_and_mentions_recoveries() {
             down("web", "b:1", "x"),
             all.clone()
         ]),
-        "[fulcrum lb-a] all targets unhealthy in web; 2 targets unhealthy in web"
+        "[fulcrum lb-a] 2 targets unhealthy in web; all targets unhealthy in web"
     );
     assert_eq!(
         subject(vec![healthy("web", "a:1")]),

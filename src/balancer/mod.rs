@@ -158,13 +158,8 @@ fn round_robin(
     ok: &dyn Fn(usize) -> bool,
     now: u64,
 ) -> Option<usize> {
-    let start = group.state.rotation.fetch_add(1, Ordering::Relaxed);
     let mut fallback = None;
-    for k in 0..n {
-        let i = (start + k) % n;
-        if !ok(i) {
-            continue;
-        }
+    for i in rotation(group, n, ok) {
         let f = ramp(&group.targets[i], cfg, now);
         if f >= 1.0 || fastrand::f64() < f {
             return Some(i);
@@ -174,15 +169,31 @@ fn round_robin(
     fallback
 }
 
+/// The eligible targets in list order, starting at the next one in the group's
+/// rotation. The rotation counts eligible targets only, so a skipped target
+/// (unhealthy, draining, out of zone, already tried) does not hand its turn to
+/// its neighbour in the list: each eligible target gets an equal share.
+fn rotation<'a>(
+    group: &LiveGroup,
+    n: usize,
+    ok: &'a dyn Fn(usize) -> bool,
+) -> impl Iterator<Item = usize> + 'a {
+    let eligible = (0..n).filter(|&i| ok(i)).count();
+    let start = match eligible {
+        0 => 0,
+        m => group.state.rotation.fetch_add(1, Ordering::Relaxed) % m,
+    };
+    (0..n)
+        .chain(0..n)
+        .filter(move |&i| ok(i))
+        .skip(start)
+        .take(eligible)
+}
+
 /// Fewest in-flight requests; ties broken by the group's rotation.
 fn least_outstanding(group: &LiveGroup, n: usize, ok: &dyn Fn(usize) -> bool) -> Option<usize> {
-    let start = group.state.rotation.fetch_add(1, Ordering::Relaxed);
     let mut best: Option<(u32, usize)> = None;
-    for k in 0..n {
-        let i = (start + k) % n;
-        if !ok(i) {
-            continue;
-        }
+    for i in rotation(group, n, ok) {
         let load = group.targets[i].in_flight.load(Ordering::Relaxed);
         if best.is_none_or(|(b, _)| load < b) {
             best = Some((load, i));

@@ -65,6 +65,19 @@ fn round_robin_over_healthy_targets_only() {
     );
     set(&l, 1, UNHEALTHY);
     assert!(pick_n(&l, 20).iter().all(|p| *p == Ok(0) || *p == Ok(2)));
+    // The unhealthy target's turn does not go to its neighbour: equal shares.
+    for (skipped, others) in [(0, [1, 2]), (1, [0, 2]), (2, [0, 1])] {
+        all_healthy(&l);
+        set(&l, skipped, UNHEALTHY);
+        let picks = pick_n(&l, 12);
+        for i in others {
+            assert_eq!(
+                picks.iter().filter(|p| **p == Ok(i)).count(),
+                6,
+                "{picks:?}"
+            );
+        }
+    }
 }
 
 #[test]
@@ -125,6 +138,16 @@ fn least_outstanding_requests_avoids_busy_targets_and_rotates_ties() {
         assert_eq!(
             picks.iter().filter(|p| **p == Ok(i)).count(),
             3,
+            "{picks:?}"
+        );
+    }
+    // A tie between the two targets left after one is taken out: equal shares.
+    set(&l, 0, UNHEALTHY);
+    let picks = pick_n(&l, 12);
+    for i in [1, 2] {
+        assert_eq!(
+            picks.iter().filter(|p| **p == Ok(i)).count(),
+            6,
             "{picks:?}"
         );
     }

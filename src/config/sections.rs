@@ -72,12 +72,19 @@ fn section<'n>(
     n.and_then(|n| fields(&mut cx.errs, n, path, s))
 }
 
+/// The kernel's host name (uname(2), which works where `/proc/sys` is hidden,
+/// as under the shipped unit's `ProcSubset=pid`).
 fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|s| s.trim().to_owned())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "localhost".to_owned())
+    let name = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .trim()
+        .to_owned();
+    if name.is_empty() {
+        "localhost".to_owned()
+    } else {
+        name
+    }
 }
 
 /// A file that must exist and hold something (a secret, a token, a key).

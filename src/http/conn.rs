@@ -267,6 +267,8 @@ pub fn serve<C: Stream>(
                         _ = &mut drain => return,
                     }
                     let b = bufs.0.insert(Spare::take());
+                    // The readiness may be stale (a fresh connection's, or bytes
+                    // already taken): the drain still ends this wait.
                     tokio::select! {
                         biased;
                         r = read_more(&mut client, &mut b.client) => match r {
@@ -274,6 +276,7 @@ pub fn serve<C: Stream>(
                             _ => return,
                         },
                         _ = timer.expired() => return,
+                        _ = &mut drain => return,
                     }
                 } else if !Box::pin(idle_buffered(
                     &mut client,
@@ -461,7 +464,10 @@ async fn request<C: Stream>(
                 Err(_) => {
                     head_bytes_in(b, metrics, grown);
                     metrics.lb_response(408);
-                    if send_error(client, &mut b.out, 408, true).await.is_ok() {
+                    if send_error(client, &mut b.out, 408, true, false)
+                        .await
+                        .is_ok()
+                    {
                         error_sent(b, metrics);
                     }
                     finish_record(&live, b, Some(408), Some("RequestHeaderTimeout"));
@@ -481,13 +487,17 @@ async fn request<C: Stream>(
             }
             metrics.lb_response(status);
             tracing::debug!(listener = %listener, client = %peer, reason = e.reason(), "request refused with {status}");
-            if send_error(client, &mut b.out, status, true).await.is_ok() {
+            if send_error(client, &mut b.out, status, true, false)
+                .await
+                .is_ok()
+            {
                 error_sent(b, metrics);
             }
             finish_record(&live, b, Some(status), Some(e.reason()));
             return false;
         }
         metrics.bytes_in.increment((b.req.head_len - grown) as u64);
+        let is_head = b.req.method_kind == head::Method::Head;
         let mut verdict = desync::classify(&b.client, &b.req);
         if grown > 0 && verdict.class == desync::Class::Compliant {
             verdict = desync::Verdict {
@@ -510,7 +520,10 @@ async fn request<C: Stream>(
                 desync::Act::Block => {
                     tracing::debug!(listener = %listener, client = %peer, reason = verdict.reason, "request blocked by desync mitigation");
                     metrics.lb_response(400);
-                    if send_error(client, &mut b.out, 400, true).await.is_ok() {
+                    if send_error(client, &mut b.out, 400, true, is_head)
+                        .await
+                        .is_ok()
+                    {
                         error_sent(b, metrics);
                     }
                     finish_record(&live, b, Some(400), Some("DesyncMitigation"));
@@ -545,7 +558,10 @@ async fn request<C: Stream>(
             }
             Err(Fail::Status(code)) => {
                 metrics.lb_response(code);
-                if send_error(client, &mut b.out, code, true).await.is_ok() {
+                if send_error(client, &mut b.out, code, true, is_head)
+                    .await
+                    .is_ok()
+                {
                     error_sent(b, metrics);
                 }
                 let reason = match code {
@@ -631,14 +647,21 @@ async fn read_more<R: AsyncRead + Unpin>(s: &mut R, buf: &mut Vec<u8>) -> std::i
     s.read_buf(buf).await
 }
 
+/// Writes the balancer's own error answer; `to_head`: the request was a HEAD, so
+/// the head announces the body's length but the body stays away.
 async fn send_error<C: Stream>(
     client: &mut C,
     out: &mut Vec<u8>,
     status: u16,
     close: bool,
+    to_head: bool,
 ) -> std::io::Result<()> {
     out.clear();
-    head::write_error_response(status, close, out);
+    if to_head {
+        head::write_error_response_no_body(status, close, out);
+    } else {
+        head::write_error_response(status, close, out);
+    }
     client.write_all(out).await?;
     if close {
         let _ = client.shutdown().await;
@@ -1076,7 +1099,13 @@ async fn proxy<C: Stream>(
                 crate::util::unix_ms_at(b.t0),
             )
         }) {
-            Ok(ti) => ti,
+            Ok(ti) => {
+                // A retry counts once another target was found for it.
+                if retried {
+                    gm.retry();
+                }
+                ti
+            }
             Err(e) => {
                 b.out = head_bytes;
                 return Err(Fail::Status(match e {
@@ -1096,7 +1125,6 @@ async fn proxy<C: Stream>(
             Ok(s) => break (ti, s, false),
             Err(_) if !retried && group.targets.len() > 1 => {
                 gm.connection_error();
-                gm.retry();
                 retried = true;
                 skip = Some(ti);
             }
@@ -1226,6 +1254,8 @@ async fn proxy<C: Stream>(
             metrics.bytes_out.increment(b.out.len() as u64);
             if let Some(r) = b.rec.as_mut() {
                 r.sent_bytes = b.out.len() as u64;
+                // ALB logs an upgraded connection as `ws` / `wss`.
+                r.kind = if r.kind == "https" { "wss" } else { "ws" };
             }
             let resp_head_len = b.resp.head_len;
             b.upstream.drain(..resp_head_len);

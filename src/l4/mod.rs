@@ -68,6 +68,10 @@ async fn connect(
         else {
             return None;
         };
+        // A retry counts once another target was found for it.
+        if skip.is_some() {
+            group.state.metrics.retry();
+        }
         let header = cfg.proxy_protocol_v2.then(|| proxy_v2::header(peer, local));
         let began = std::time::Instant::now();
         match crate::http::pool::connect(
@@ -90,9 +94,6 @@ async fn connect(
             }
             _ => {
                 group.state.metrics.connection_error();
-                if skip.is_none() {
-                    group.state.metrics.retry();
-                }
                 skip = Some(i);
             }
         }
