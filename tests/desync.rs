@@ -95,6 +95,64 @@ async fn spaces_in_the_target() {
     .await;
 }
 
+/// Control characters other than NUL and CR in a header value
+/// (`NonCompliantHeader`, Acceptable): strictest answers 400; defensive and monitor
+/// forward the request with each such byte as a space, so no target sees one; the
+/// request is counted as acceptable. NUL stays a Severe `BadHeader`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn control_characters_in_a_header_value() {
+    bounded(120, async {
+        let lab = lab().await;
+        let mut wrong = Vec::new();
+        let raw = "GET /ctl HTTP/1.1\r\nHost: test.local\r\nX-Note: a\x01b\x7fc\r\n\r\n";
+        run_case(
+            &lab,
+            "control bytes in a value",
+            raw,
+            Want::Acceptable,
+            &mut wrong,
+        )
+        .await;
+        let seen: Vec<String> = lab
+            .raw
+            .requests()
+            .into_iter()
+            .filter(|r| r.target == "/ctl")
+            .filter_map(|r| {
+                r.headers
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case("x-note"))
+                    .map(|(_, v)| v.clone())
+            })
+            .collect();
+        assert_eq!(seen, ["a b c", "a b c"], "X-Note as the targets read it");
+        let m = lab.f.metrics().await;
+        for mode in ["monitor", "defensive", "strictest"] {
+            let n = metric(
+                &m,
+                "fulcrum_desync_requests_total",
+                &[("listener", mode), ("classification", "acceptable")],
+            );
+            if n != Some(1.0) {
+                wrong.push(format!(
+                    "{mode}: fulcrum_desync_requests_total acceptable = {n:?}, want 1"
+                ));
+            }
+        }
+        let nul = "GET /nul HTTP/1.1\r\nHost: test.local\r\nX-Note: a\0b\r\n\r\n";
+        run_case(
+            &lab,
+            "NUL in a value",
+            nul,
+            Want::Refused(&[400]),
+            &mut wrong,
+        )
+        .await;
+        report(wrong);
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn repeated_content_length() {
     bounded(120, async {

@@ -213,7 +213,11 @@ fn weighted_random(
     let total: f64 = (0..n).filter(|i| ok(*i)).map(weight).sum();
     if total <= 0.0 {
         // Every eligible target has weight 0: spread evenly rather than fail.
-        return (0..n).find(|i| ok(*i));
+        let eligible = (0..n).filter(|i| ok(*i)).count();
+        if eligible == 0 {
+            return None;
+        }
+        return (0..n).filter(|i| ok(*i)).nth(fastrand::usize(..eligible));
     }
     let mut x = fastrand::f64() * total;
     let mut last = None;

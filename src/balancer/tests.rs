@@ -162,6 +162,17 @@ fn weighted_random_follows_the_weights() {
     let a = picks.iter().filter(|p| **p == Ok(0)).count() as f64 / 20_000.0;
     assert!((0.72..0.78).contains(&a), "{a}");
     assert!(!picks.contains(&Ok(2)));
+    // Every target at weight 0: they share the traffic evenly.
+    let zero = live(
+        &y.replace("weight: 3", "weight: 0")
+            .replace("weight: 1}", "weight: 0}"),
+    );
+    all_healthy(&zero);
+    let picks = pick_n(&zero, 3_000);
+    for i in 0..3 {
+        let share = picks.iter().filter(|p| **p == Ok(i)).count() as f64 / 3_000.0;
+        assert!((0.25..0.42).contains(&share), "target {i}: {share}");
+    }
 }
 
 #[test]

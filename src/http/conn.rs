@@ -432,6 +432,8 @@ async fn request<C: Stream>(
         b.req.clear();
         // Bytes added by encoding spaces in the target (not received from the client).
         let mut grown = 0;
+        // Control characters in header values replaced by spaces (NonCompliantHeader).
+        let mut blanked = false;
         let parsed = loop {
             match head::parse_request(&b.client, &limits, &mut b.req) {
                 Ok(Some(())) => break Ok(()),
@@ -450,6 +452,19 @@ async fn request<C: Stream>(
                     // The limits apply to the line as the client sent it.
                     limits.max_line = limits.max_line.saturating_add(grown);
                     limits.max_head = limits.max_head.saturating_add(grown);
+                    b.req.clear();
+                    continue;
+                }
+                // Acceptable too: allowed unless strictest, the control characters
+                // in header values replaced by spaces (none reaches the target).
+                Err(head::RequestError::BadRequest("NonCompliantHeader"))
+                    if !blanked
+                        && cfg.desync_mitigation != crate::snapshot::DesyncMode::Strictest =>
+                {
+                    if !head::blank_controls_in_header_values(&mut b.client) {
+                        break Err(head::RequestError::BadRequest("NonCompliantHeader"));
+                    }
+                    blanked = true;
                     b.req.clear();
                     continue;
                 }
@@ -503,6 +518,12 @@ async fn request<C: Stream>(
             verdict = desync::Verdict {
                 class: desync::Class::Acceptable,
                 reason: "SpaceInUri",
+            };
+        }
+        if blanked && verdict.class == desync::Class::Compliant {
+            verdict = desync::Verdict {
+                class: desync::Class::Acceptable,
+                reason: "NonCompliantHeader",
             };
         }
         if b.rec.is_some() {

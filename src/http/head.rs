@@ -336,6 +336,55 @@ pub fn encode_spaces_in_target(buf: &mut Vec<u8>) -> bool {
     true
 }
 
+/// A request whose header values hold control characters other than NUL and CR
+/// (`NonCompliantHeader`, Acceptable in ALB's table) can be allowed: this replaces
+/// each such byte in the value of a header with a well-formed name by a space, in
+/// place, so that the head parses and no target sees the control character. The
+/// request line, names and framing are left alone (a control character in a
+/// Content-Length or Transfer-Encoding value stays an error: the caller only calls
+/// this after [`parse_request`] answered `BadRequest("NonCompliantHeader")`).
+/// `false`: nothing changed.
+pub fn blank_controls_in_header_values(buf: &mut [u8]) -> bool {
+    let start = buf
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(buf.len());
+    let Some(line_len) = memchr::memchr(b'\n', &buf[start..]) else {
+        return false;
+    };
+    let mut at = start + line_len + 1;
+    let mut changed = false;
+    while at < buf.len() {
+        let end = memchr::memchr(b'\n', &buf[at..]).map_or(buf.len(), |n| at + n);
+        let line = &buf[at..end];
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            break; // the end of the head
+        }
+        if let Some(colon) = memchr::memchr(b':', line) {
+            let named = colon > 0
+                && line[..colon]
+                    .iter()
+                    .all(|&b| crate::http::chunked::is_tchar(b));
+            let framing = matches!(
+                fields::Kind::of(&line[..colon]),
+                fields::Kind::ContentLength | fields::Kind::TransferEncoding
+            );
+            if named && !framing {
+                let value_end = at + line.len();
+                for b in &mut buf[at + colon + 1..value_end] {
+                    if fields::is_soft_control(*b) {
+                        *b = b' ';
+                        changed = true;
+                    }
+                }
+            }
+        }
+        at = end + 1;
+    }
+    changed
+}
+
 /// What the header lines say, gathered in one pass.
 #[derive(Default)]
 struct Facts {

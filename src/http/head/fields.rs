@@ -348,9 +348,19 @@ pub(super) fn diagnose_request(hb: &[u8], err: httparse::Error) -> &'static str 
         });
         if !valid {
             let name = trim_ows(&line[..colon.unwrap_or(0)]);
+            // Only control characters other than NUL and CR in the value of a
+            // well-named header: ALB's NonCompliantHeader (Acceptable).
+            let soft = colon.is_some_and(|c| {
+                c > 0
+                    && line[..c].iter().all(|&b| is_tchar(b))
+                    && line[c + 1..]
+                        .iter()
+                        .all(|&b| is_field_byte(b) || is_soft_control(b))
+            });
             return match Kind::of(name) {
                 Kind::TransferEncoding => "BadTransferEncoding",
                 Kind::ContentLength => "BadContentLength",
+                _ if soft => "NonCompliantHeader",
                 _ => "BadHeader",
             };
         }
@@ -424,6 +434,12 @@ pub(super) fn valid_host(h: &[u8]) -> bool {
 /// HTAB, SP, VCHAR, obs-text: the bytes of a field value.
 pub(super) fn is_field_byte(b: u8) -> bool {
     b == b'\t' || (0x20..0x7f).contains(&b) || b >= 0x80
+}
+
+/// A control character a header value may not hold but that cannot end or split
+/// a line either: all but NUL, LF and CR (TAB is a field byte).
+pub(super) fn is_soft_control(b: u8) -> bool {
+    matches!(b, 0x01..=0x08 | 0x0b | 0x0c | 0x0e..=0x1f | 0x7f)
 }
 
 /// The elements of a comma list, each trimmed of spaces and tabs (empty ones included).

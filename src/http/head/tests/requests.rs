@@ -493,3 +493,41 @@ fn spaces_in_the_target_are_encoded_in_place() {
         assert_eq!(b, line);
     }
 }
+
+/// Control characters other than NUL and CR in header values become spaces in
+/// place (names, the request line, the body and pipelined bytes untouched), and the
+/// head then parses.
+#[test]
+fn control_characters_in_header_values_are_blanked_in_place() {
+    let mut buf =
+        b"GET /a\x01 HTTP/1.1\r\nHost: a\r\nX-A: x\x01y\x7f\r\nX-B: \x0bz\r\n\r\nX-C: \x01\r\n"
+            .to_vec();
+    assert!(blank_controls_in_header_values(&mut buf));
+    assert_eq!(
+        buf,
+        b"GET /a\x01 HTTP/1.1\r\nHost: a\r\nX-A: x y \r\nX-B:  z\r\n\r\nX-C: \x01\r\n".to_vec()
+    );
+    let mut buf = b"GET / HTTP/1.1\r\nHost: a\r\nX-A: x\x01y\r\n\r\n".to_vec();
+    let mut h = RequestHead::default();
+    assert_eq!(
+        parse_request(&buf, &Limits::default(), &mut h),
+        Err(RequestError::BadRequest("NonCompliantHeader"))
+    );
+    assert!(blank_controls_in_header_values(&mut buf));
+    let mut h = RequestHead::default();
+    assert_eq!(
+        parse_request(&buf, &Limits::default(), &mut h),
+        Ok(Some(()))
+    );
+    // Framing headers and malformed names are left for the parser to refuse.
+    for raw in [
+        &b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: \x0b1\r\n\r\n"[..],
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\x0b\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nX\x01A: \x01\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+    ] {
+        let mut b = raw.to_vec();
+        assert!(!blank_controls_in_header_values(&mut b), "{raw:?}");
+        assert_eq!(b, raw);
+    }
+}

@@ -95,7 +95,11 @@ fn refused_requests() {
         // Header syntax
         ("NUL in value", &["GET / HTTP/1.1", "Host: a", "X-A: a\0b"], bad("BadHeader")),
         ("CR in value", &["GET / HTTP/1.1", "Host: a", "X-A: a\rb"], bad("BadHeader")),
-        ("DEL in value", &["GET / HTTP/1.1", "Host: a", "X-A: a\x7fb"], bad("BadHeader")),
+        ("DEL in value", &["GET / HTTP/1.1", "Host: a", "X-A: a\x7fb"], bad("NonCompliantHeader")),
+        ("control bytes in value", &["GET / HTTP/1.1", "Host: a", "X-A: \x01a\x0bb\x1f"], bad("NonCompliantHeader")),
+        ("control byte and NUL in value", &["GET / HTTP/1.1", "Host: a", "X-A: \x01a\0"], bad("BadHeader")),
+        ("control byte in name", &["GET / HTTP/1.1", "Host: a", "X\x01A: b"], bad("BadHeader")),
+        ("control byte in TE", &["POST / HTTP/1.1", "Host: a", "Transfer-Encoding: \x01chunked"], bad("BadTransferEncoding")),
         ("obs-fold", &["GET / HTTP/1.1", "Host: a", "X-A: a", " b"], bad("BadHeader")),
         ("obs-fold with tab", &["GET / HTTP/1.1", "Host: a", "X-A: a", "\tb"], bad("BadHeader")),
         ("space before colon", &["GET / HTTP/1.1", "Host: a", "X-A : b"], bad("BadHeader")),
