@@ -502,6 +502,8 @@ impl Control {
                 if !stays && !st.is_draining() {
                     let d = crate::health::worker::Draining {
                         group: g.name.clone(),
+                        group_protocol: g.protocol.as_str(),
+                        group_algorithm: g.algorithm.as_str(),
                         address: t.address.clone(),
                         zone: t.zone.clone(),
                         state: st.clone(),

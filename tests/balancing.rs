@@ -452,6 +452,23 @@ async fn app_cookie_binds_after_the_target_sets_it() {
             let r = get_with(local(web), "/", &h).await;
             assert_eq!(served_by(&r), who, "request {i} with the cookies");
         }
+
+        // A binding that fails its check is replaced by one naming the target that
+        // answered, although that target does not set SESSIONID again.
+        let forged = vec![format!("Cookie: SESSIONID=sess-{who}; FULCRUMLBAPP=forged")];
+        let r = get_with(local(web), "/", &forged).await;
+        let now = served_by(&r);
+        let lb = set_cookie(&r, "FULCRUMLBAPP")
+            .unwrap_or_else(|| panic!("the forged binding was not replaced: {r:?}"));
+        assert!(set_cookie(&r, "SESSIONID").is_none(), "{r:?}");
+        let h = vec![format!(
+            "Cookie: SESSIONID=sess-{who}; FULCRUMLBAPP={}",
+            cookie_value(&lb)
+        )];
+        for i in 0..10 {
+            let r = get_with(local(web), "/", &h).await;
+            assert_eq!(served_by(&r), now, "request {i} with the new binding");
+        }
     })
     .await;
 }

@@ -343,3 +343,62 @@ async fn draining_target_in_metrics() {
     })
     .await;
 }
+
+/// A whole group removed by a reload: its targets drain like removed targets, so
+/// the status keeps listing the group with them `draining` until the delay ends,
+/// and its healthy-target count drops to 0 at once instead of keeping its last
+/// value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_removed_group_drains_and_counts_no_healthy_targets() {
+    bounded(60, async {
+        let a = Backend::start("rg-a").await;
+        let c = Backend::start("rg-c").await;
+        let (admin, web) = (free_port(), free_port());
+        let web_group = group("web", "http", &[], SLOW_HC, &[tgt(a.addr)]);
+        let extra = group(
+            "extra",
+            "http",
+            &["deregistration_delay: 3s"],
+            SLOW_HC,
+            &[tgt(c.addr)],
+        );
+        let listener = [("web", "http", web, "web")];
+        let f = Fulcrum::start(&lb_config(
+            NODE,
+            admin,
+            &listener,
+            &[web_group.clone(), extra],
+        ))
+        .await;
+        let zone = [("target_group", "extra"), ("zone", "zone-a")];
+        let m = f.metrics().await;
+        assert_eq!(
+            metric(&m, "fulcrum_healthy_targets", &zone),
+            Some(1.0),
+            "{m}"
+        );
+
+        f.reload_yaml(&lb_config(NODE, admin, &listener, &[web_group]))
+            .await;
+        let reloaded = Instant::now();
+        let t = f
+            .target("extra", c.addr)
+            .await
+            .expect("the removed group's target is listed while it drains");
+        assert_eq!(t["state"], "draining", "{t}");
+        assert_eq!(t["reason"], "Target.DeregistrationInProgress", "{t}");
+        let m = f.metrics().await;
+        assert_eq!(
+            metric(&m, "fulcrum_healthy_targets", &zone),
+            Some(0.0),
+            "{m}"
+        );
+        f.wait_state("extra", c.addr, "absent", ms(6000)).await;
+        let left = reloaded.elapsed();
+        assert!(
+            left >= ms(2500),
+            "left the status {left:?} after the reload, delay 3 s"
+        );
+    })
+    .await;
+}

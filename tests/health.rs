@@ -514,3 +514,38 @@ async fn health_state_survives_an_unrelated_reload() {
     })
     .await;
 }
+
+/// A reload that shortens a group's check interval takes effect at once (the next
+/// check within the new interval, then one per interval), not after the wait the
+/// old 60 s interval had started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reloaded_interval_applies_at_once() {
+    bounded(60, async {
+        let a = Backend::start("iv-a").await;
+        let (admin, web) = (free_port(), free_port());
+        let cfg = |hc: &str| {
+            lb_config(
+                NODE,
+                admin,
+                &[("web", "http", web, "web")],
+                &[group("web", "http", &[], hc, &[tgt(a.addr)])],
+            )
+        };
+        let f = Fulcrum::start(&cfg("path: /hc, interval: 60s, timeout: 2s")).await;
+        let before = a.health_checks();
+        f.reload_yaml(&cfg("path: /hc, interval: 1s, timeout: 500ms"))
+            .await;
+        let t0 = Instant::now();
+        eventually(ms(6000), "three checks at the new 1 s interval", || async {
+            (a.health_checks() >= before + 3).then_some(())
+        })
+        .await;
+        let took = t0.elapsed();
+        assert!(
+            took >= ms(1500),
+            "three checks {took:?} after the reload: faster than every 1 s"
+        );
+        assert_eq!(f.state_of("web", a.addr).await, "healthy");
+    })
+    .await;
+}

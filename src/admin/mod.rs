@@ -245,7 +245,7 @@ pub fn status(shared: &Shared) -> serde_json::Value {
             })
         })
         .collect();
-    let groups: Vec<_> = s
+    let mut groups: Vec<_> = s
         .target_groups
         .iter()
         .zip(&live.groups)
@@ -271,6 +271,25 @@ pub fn status(shared: &Shared) -> serde_json::Value {
             })
         })
         .collect();
+    // A group a reload removed stays listed while its targets drain.
+    if let Ok(list) = shared.draining_targets.lock() {
+        let mut gone: Vec<(&str, &'static str, &'static str, Vec<serde_json::Value>)> = Vec::new();
+        for d in list.iter().filter(|d| s.group_by_name(&d.group).is_none()) {
+            let t = target_json(&d.address, &d.zone, &d.state);
+            match gone.iter_mut().find(|g| g.0 == d.group) {
+                Some(g) => g.3.push(t),
+                None => gone.push((&d.group, d.group_protocol, d.group_algorithm, vec![t])),
+            }
+        }
+        for (name, protocol, algorithm, targets) in gone {
+            groups.push(json!({
+                "name": name,
+                "protocol": protocol,
+                "algorithm": algorithm,
+                "targets": targets,
+            }));
+        }
+    }
     json!({
         "node": { "name": s.node.name, "zone": s.node.zone },
         "config": {

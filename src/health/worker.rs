@@ -23,6 +23,10 @@ use crate::targets::TargetState;
 #[derive(Clone)]
 pub struct Draining {
     pub group: String,
+    /// The group's protocol and algorithm, for the status of a group a reload
+    /// removed while its targets drain.
+    pub group_protocol: &'static str,
+    pub group_algorithm: &'static str,
     pub address: String,
     pub zone: String,
     pub state: Arc<TargetState>,
@@ -32,7 +36,10 @@ pub struct Draining {
 /// The running checks, keyed by (group, address).
 #[derive(Default)]
 pub struct Checks {
-    tasks: HashMap<(String, String), JoinHandle<()>>,
+    /// Each target's check task and the interval it was started with.
+    tasks: HashMap<(String, String), (JoinHandle<()>, Duration)>,
+    /// The (group, zone) pairs whose healthy/unhealthy counts were published.
+    zones: std::collections::HashSet<(String, String)>,
 }
 
 fn key(g: &str, a: &str) -> (String, String) {
@@ -239,7 +246,9 @@ async fn check_once(shared: &Shared, group: &str, address: &str, state: &TargetS
     true
 }
 
-/// A target's check loop: every interval, starting after `first`.
+/// A target's check loop: a check every interval, the first after `first`.
+/// Checks start on a fixed cadence (ALB: each check lasts the interval), so a
+/// slow answer does not push the next one back.
 async fn run(
     shared: Arc<Shared>,
     group: String,
@@ -249,6 +258,7 @@ async fn run(
 ) {
     tokio::time::sleep(first).await;
     loop {
+        let began = tokio::time::Instant::now();
         if !check_once(&shared, &group, &address, &state).await {
             return;
         }
@@ -258,7 +268,7 @@ async fn run(
                 .group_by_name(&group)
                 .map_or(Duration::from_secs(30), |g| g.health_check.interval)
         };
-        tokio::time::sleep(interval).await;
+        tokio::time::sleep_until((began + interval).max(tokio::time::Instant::now())).await;
     }
 }
 
@@ -311,8 +321,19 @@ impl Checks {
                 );
             }
         }
-        self.tasks.retain(|k, task| {
-            let keep = wanted.contains_key(k);
+        // A target that left stops being checked; one whose group's interval a
+        // reload changed restarts on the new cadence (its health state lives in
+        // its TargetState and carries over).
+        let mut rescheduled = Vec::new();
+        self.tasks.retain(|k, (task, interval)| {
+            let keep = match wanted.get(k) {
+                Some((_, want)) if want != interval => {
+                    rescheduled.push(k.clone());
+                    false
+                }
+                Some(_) => true,
+                None => false,
+            };
             if !keep {
                 task.abort();
             }
@@ -322,23 +343,43 @@ impl Checks {
             if self.tasks.contains_key(&k) {
                 continue;
             }
-            // A target checked in the first round waits its spread offset; a new
-            // one (added by a reload) is checked at once.
-            let first = if after_first_round {
-                spread(&k.0, &k.1, interval) + interval
+            // A target checked in the first round (or already checked before a
+            // reload changed its interval) has its next check at a stable spread
+            // offset within one interval; a new one (added by a reload) is
+            // checked at once.
+            let first = if after_first_round || rescheduled.contains(&k) {
+                spread(&k.0, &k.1, interval)
             } else {
                 Duration::ZERO
             };
             let task = tokio::spawn(run(shared.clone(), k.0.clone(), k.1.clone(), st, first));
-            self.tasks.insert(k, task);
+            self.tasks.insert(k, (task, interval));
         }
         for g in &live.snapshot.target_groups {
             publish_gauges(live, &g.name);
         }
+        // A zone (or group) a reload left without targets counts 0 from now on,
+        // rather than keeping its last counts.
+        let zones: std::collections::HashSet<(String, String)> = live
+            .snapshot
+            .target_groups
+            .iter()
+            .flat_map(|g| g.targets.iter().map(|t| (g.name.clone(), t.zone.clone())))
+            .collect();
+        for (group, zone) in self.zones.difference(&zones) {
+            for name in [
+                crate::metrics::HEALTHY_TARGETS,
+                crate::metrics::UNHEALTHY_TARGETS,
+            ] {
+                metrics::gauge!(name, "target_group" => group.clone(), "zone" => zone.clone())
+                    .set(0.0);
+            }
+        }
+        self.zones = zones;
     }
 
     pub fn stop(&mut self) {
-        for (_, t) in self.tasks.drain() {
+        for (_, (t, _)) in self.tasks.drain() {
             t.abort();
         }
     }

@@ -1103,6 +1103,13 @@ async fn proxy<C: Stream>(
         let i = group.targets.iter().position(|t| t.cookie_id == id)?;
         crate::balancer::eligible(group, gcfg, &live.snapshot.node.zone, i).then_some(i)
     });
+    // An app_cookie session the client still carries: a stale or invalid binding
+    // is replaced by one naming the target that answers now, even when that target
+    // does not set the application's cookie again.
+    let app_session = sticky_name == Some(cookie::APP_COOKIE)
+        && cookie_values(&b.client, &b.req, cookie::APP_COOKIE)
+            .next()
+            .is_some();
     b.client.drain(..req_head_len);
 
     // Connect (pooled first); a failed connect moves to another target once.
@@ -1326,7 +1333,8 @@ async fn proxy<C: Stream>(
                         && b.upstream[v.clone()].starts_with(cookie_name.as_bytes())
                         && b.upstream.get(v.start + cookie_name.len()) == Some(&b'=')
                 });
-                (sets_app || sticky_target == Some(ti)).then_some((cookie::APP_COOKIE, *duration))
+                (sets_app || app_session || sticky_target == Some(ti))
+                    .then_some((cookie::APP_COOKIE, *duration))
             }
             None => None,
         };
