@@ -264,6 +264,9 @@ pub struct Redirect {
     pub host: String,
     /// Default `#{port}`.
     pub port: String,
+    /// Whether the config gave `port` (even as `#{port}`): without it a protocol
+    /// change moves to the new scheme's default port.
+    pub port_given: bool,
     /// Default `/#{path}`.
     pub path: String,
     /// Default `#{query}`.

@@ -7,7 +7,7 @@ mod common;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use common::*;
 
@@ -59,6 +59,7 @@ const RULES: &str = r#"
       - {priority: 110, conditions: {path: ["/r1/*"]}, action: {redirect: {protocol: HTTPS, status: 301}}}
       - {priority: 111, conditions: {path: ["/r2/*"]}, action: {redirect: {host: "new.#{host}", path: "/moved/#{path}", status: 302}}}
       - {priority: 112, conditions: {path: ["/r3/*"]}, action: {redirect: {protocol: HTTPS, port: 8443, path: "/#{host}/#{path}", query: "from=#{port}&#{query}"}}}
+      - {priority: 113, conditions: {path: ["/r4/*"]}, action: {redirect: {protocol: HTTPS, port: '#{port}'}}}
       - {priority: 120, conditions: {path: ["/fixed*"]}, action: {fixed_response: {status: 418, content_type: application/json, body: '{"teapot":true}'}}}
       - {priority: 121, conditions: {host: ["maintenance.example.com"]}, action: {fixed_response: {status: 503, content_type: text/plain, body: "back soon"}}}
 "#;
@@ -134,7 +135,7 @@ fn who(r: &Response) -> String {
 
 /// Routing cases: "METHOD target", Host ("" for test.example.org), extra header
 /// lines, the group expected to answer.
-const CASES: [[&str; 4]; 42] = [
+const CASES: [[&str; 4]; 44] = [
     ["GET /", "", "", "default"],
     // host: case-insensitive, port removed; * spans labels (dots too); ? is one char
     ["GET /", "a.b.wild.example.com", "", "hostwild"],
@@ -171,6 +172,9 @@ const CASES: [[&str; 4]; 42] = [
     ["GET /q?any=v%61lue", "", "", "qvalue"],
     ["GET /q?k=VALUE", "", "", "qvalue"],
     ["GET /q?k=values", "", "", "default"],
+    // a bare token is a value for the conditions without a key
+    ["GET /q?a=1&value", "", "", "qvalue"],
+    ["GET /q?version", "", "", "default"],
     ["GET /q?star=a*b", "", "", "qstar"],
     ["GET /q?star=a%2Ab", "", "", "qstar"],
     ["GET /q?star=axxb", "", "", "default"],
@@ -439,6 +443,8 @@ async fn redirects_and_fixed_responses() {
                 301,
                 format!("https://example.com:8443/example.com/r3/z?from={p}&q=1"),
             ),
+            // `port: "#{port}"` given: the protocol changes, the port stays.
+            ("/r4/x", 301, format!("https://example.com:{p}/r4/x")),
         ];
         let mut wrong = Vec::new();
         for (target, status, want) in &cases {
@@ -498,6 +504,57 @@ async fn redirects_and_fixed_responses() {
                 "fulcrum_lb_responses_total{{code=\"{code}\"}}"
             );
         }
+    })
+    .await;
+}
+
+/// The balancer's own answers: to an HTTP/1.0 keep-alive client a fixed response
+/// says `Connection: keep-alive` and the connection serves the next request; a
+/// request body that stops arriving is bounded by the listener's idle_timeout
+/// (1 s here), not waited for forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fixed_responses_keep_http10_alive_and_time_out_stalled_bodies() {
+    bounded(60, async {
+        let (admin, web) = (free_port(), free_port());
+        let yaml = format!(
+            "runtime: {{worker_threads: 2}}\n\
+             admin: {{bind: \"127.0.0.1:{admin}\"}}\n\
+             listeners:\n\
+             \x20 - name: web\n\
+             \x20   bind: \"127.0.0.1:{web}\"\n\
+             \x20   idle_timeout: 1s\n\
+             \x20   default_action: {{fixed_response: {{status: 200, content_type: text/plain, body: \"fixed\"}}}}\n"
+        );
+        let _f = Fulcrum::start(&yaml).await;
+
+        let mut c = Conn::connect(local(web)).await.unwrap();
+        for i in 0..2 {
+            c.send(b"GET /a HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n")
+                .await
+                .unwrap();
+            let head = c.read_head().await.unwrap();
+            assert!(head.starts_with("HTTP/1.1 200"), "request {i}: {head:?}");
+            assert!(
+                head.to_ascii_lowercase().contains("connection: keep-alive"),
+                "request {i}: {head:?}"
+            );
+            assert_eq!(c.read_bytes(5).await.unwrap(), b"fixed");
+        }
+
+        let mut c = Conn::connect(local(web)).await.unwrap();
+        c.send(b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
+            .await
+            .unwrap();
+        let t0 = Instant::now();
+        assert!(
+            c.closed_without_bytes(Duration::from_secs(10)).await,
+            "the stalled body was waited for past idle_timeout"
+        );
+        let took = t0.elapsed();
+        assert!(
+            took >= Duration::from_millis(700) && took < Duration::from_secs(5),
+            "closed after {took:?}, idle_timeout is 1 s"
+        );
     })
     .await;
 }

@@ -627,6 +627,7 @@ fn decode_redirect(
         protocol: RedirectProtocol::Keep,
         host: "#{host}".to_owned(),
         port: "#{port}".to_owned(),
+        port_given: false,
         path: "/#{path}".to_owned(),
         query: "#{query}".to_owned(),
         status: 301,
@@ -668,6 +669,7 @@ fn decode_redirect(
         }
     }
     if let Some(n) = f.get("port") {
+        r.port_given = true;
         match &n.value {
             Value::Str(s) if s == "#{port}" => {}
             _ => match integer(&mut cx.errs, n, &f.at("port"), 1, 65535) {

@@ -820,7 +820,8 @@ async fn exchange<C: Stream>(
                 r.actions_executed = "fixed-response";
                 r.elb_status = Some(fr.status);
             }
-            let body_done = discard_body(client, b, &lstate.state.metrics).await?;
+            let body_done =
+                discard_body(client, b, &lstate.state.metrics, cfg.idle_timeout).await?;
             let close = !(keep && body_done);
             let status = fr.status;
             b.out.clear();
@@ -831,7 +832,7 @@ async fn exchange<C: Stream>(
                     fr.status,
                     fr.content_type,
                     fr.body.len(),
-                    if close { "Connection: close\r\n" } else { "" }
+                    connection_line(close, b.req.version)
                 )
                 .as_bytes(),
             );
@@ -854,7 +855,8 @@ async fn exchange<C: Stream>(
                 r.redirect_url = Some(location.clone());
                 r.elb_status = Some(redirect_status);
             }
-            let body_done = discard_body(client, b, &lstate.state.metrics).await?;
+            let body_done =
+                discard_body(client, b, &lstate.state.metrics, cfg.idle_timeout).await?;
             let close = !(keep && body_done);
             let status = redirect_status;
             b.out.clear();
@@ -863,7 +865,7 @@ async fn exchange<C: Stream>(
                     "HTTP/1.1 {} {}\r\nServer: fulcrum\r\nLocation: {location}\r\nContent-Length: 0\r\n{}\r\n",
                     r.status,
                     reason_phrase(r.status),
-                    if close { "Connection: close\r\n" } else { "" }
+                    connection_line(close, b.req.version)
                 )
                 .as_bytes(),
             );
@@ -979,6 +981,7 @@ async fn discard_body<C: Stream>(
     client: &mut C,
     b: &mut Bufs,
     metrics: &crate::metrics::ListenerMetrics,
+    idle: Duration,
 ) -> Result<bool, Fail> {
     // A client that sent `Expect: 100-continue` and no body yet waits for a 100
     // that our own answer never sends: answer now and close (RFC 9110 §10.1.1).
@@ -1002,8 +1005,9 @@ async fn discard_body<C: Stream>(
                 if left == 0 {
                     return Ok(true);
                 }
-                match read_more(client, &mut b.client).await {
-                    Ok(k) if k > 0 => {}
+                // The listener's idle_timeout bounds each wait for body bytes.
+                match tokio::time::timeout(idle, read_more(client, &mut b.client)).await {
+                    Ok(Ok(k)) if k > 0 => {}
                     _ => return Err(Fail::Client),
                 }
             }
@@ -1024,13 +1028,25 @@ async fn discard_body<C: Stream>(
                 if sink.len() > 1 << 20 && b.client.is_empty() {
                     return Ok(false);
                 }
-                match read_more(client, &mut b.client).await {
-                    Ok(k) if k > 0 => {}
+                // The listener's idle_timeout bounds each wait for body bytes.
+                match tokio::time::timeout(idle, read_more(client, &mut b.client)).await {
+                    Ok(Ok(k)) if k > 0 => {}
                     _ => return Err(Fail::Client),
                 }
             }
         }
         BodyFraming::ContentLength(_) => Ok(false),
+    }
+}
+
+/// The Connection line of an answer the balancer makes itself: `close` when the
+/// connection ends with it, `keep-alive` to an HTTP/1.0 client it stays open for
+/// (HTTP/1.0 closes by default), none otherwise.
+fn connection_line(close: bool, version: Version) -> &'static str {
+    match (close, version) {
+        (true, _) => "Connection: close\r\n",
+        (false, Version::Http10) => "Connection: keep-alive\r\n",
+        (false, _) => "",
     }
 }
 

@@ -1,7 +1,8 @@
 //! Redirect `Location` building (SPEC §3): placeholders `#{protocol}`, `#{host}`,
 //! `#{port}`, `#{path}` (without its leading slash) and `#{query}`; a protocol
-//! change without a port moves to the new scheme's default port; default ports
-//! are left out; an empty query gives no `?`.
+//! change without a port in the config moves to the new scheme's default port (a
+//! `port: "#{port}"` given explicitly keeps the request's); default ports are left
+//! out; an empty query gives no `?`.
 
 use crate::snapshot::{Redirect, RedirectProtocol};
 
@@ -33,7 +34,7 @@ pub fn location(
         RedirectProtocol::Https => "https",
     };
     let port_s = port.to_string();
-    let new_port = if r.port == "#{port}" && new_proto != proto {
+    let new_port = if !r.port_given && new_proto != proto {
         if new_proto == "https" {
             "443".to_owned()
         } else {
@@ -69,6 +70,8 @@ mod tests {
             protocol,
             host: host.into(),
             port: port.into(),
+            // The templates' default `#{port}` stands for "not given".
+            port_given: port != "#{port}",
             path: path.into(),
             query: query.into(),
             status: 301,
@@ -91,6 +94,15 @@ mod tests {
         assert_eq!(
             location(&x, "http", "example.com", 8080, "/", ""),
             "https://example.com/"
+        );
+        // `port: "#{port}"` given explicitly keeps the request's port.
+        let kept = Redirect {
+            port_given: true,
+            ..x
+        };
+        assert_eq!(
+            location(&kept, "http", "example.com", 8080, "/a", ""),
+            "https://example.com:8080/a"
         );
     }
 

@@ -59,7 +59,9 @@ pub fn route_with<'l>(
 
 /// Whether every present condition of `c` matches `req`.
 pub(crate) fn matches(c: &Conditions, req: &RequestView) -> bool {
-    if !c.host.is_empty() && !c.host.iter().any(|p| p.is_match(req.host)) {
+    // No host condition matches an empty host (an HTTP/1.0 request without Host),
+    // not even `*` (SPEC §3).
+    if !c.host.is_empty() && (req.host.is_empty() || !c.host.iter().any(|p| p.is_match(req.host))) {
         return false;
     }
     if !c.path.is_empty() && !c.path.iter().any(|p| p.is_match(req.path)) {
@@ -86,15 +88,21 @@ pub(crate) fn matches(c: &Conditions, req: &RequestView) -> bool {
     true
 }
 
-/// Any query condition matching any (percent-decoded) key/value pair. Allocates
-/// only for a pair with `%` escapes.
+/// Any query condition matching any (percent-decoded) key/value pair. A bare
+/// token (`?debug`) is a key with an empty value, and also a value for the
+/// conditions without a key (SPEC §2's `{ value: debug }`). Allocates only for a
+/// pair with `%` escapes.
 fn query_matches(c: &Conditions, query: &str) -> bool {
     query.split('&').filter(|p| !p.is_empty()).any(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let (k, v, bare) = match pair.split_once('=') {
+            Some((k, v)) => (k, v, false),
+            None => (pair, "", true),
+        };
         let (key, value) = (decode(k), decode(v));
-        c.query
-            .iter()
-            .any(|q| q.key.as_ref().is_none_or(|kp| kp.is_match(&key)) && q.value.is_match(&value))
+        c.query.iter().any(|q| match &q.key {
+            Some(kp) => kp.is_match(&key) && q.value.is_match(&value),
+            None => q.value.is_match(&value) || (bare && q.value.is_match(&key)),
+        })
     })
 }
 
@@ -163,5 +171,38 @@ mod tests {
         assert_eq!(route(l, &view("x", "/", "a=1&debug=%74rue", &beta)).1, 30);
         assert_eq!(route(l, &view("x", "/", "debug=true", &none)).1, 0);
         assert_eq!(route(l, &view("x", "/", "debug=false", &beta)).1, 0);
+    }
+
+    /// `{ value: debug }` (no key) matches a bare `?debug` as well as `?x=debug`;
+    /// a keyed condition does not take a bare token's name as its value. No host
+    /// condition, not even `*`, matches an empty host. The rule table and the
+    /// linear scan agree on both.
+    #[test]
+    fn bare_query_tokens_and_empty_hosts() {
+        let s = snapshot(
+            "target_groups: [{name: a}]\nlisteners:\n  - name: l\n    bind: 127.0.0.1:1\n    rules:\n      - {priority: 1, conditions: {query: [{value: debug}]}, action: {forward: a}}\n      - {priority: 2, conditions: {query: [{key: trace, value: on}]}, action: {forward: a}}\n      - {priority: 3, conditions: {host: [\"*\"]}, action: {forward: a}}\n    default_action: {forward: a}\n",
+        );
+        let l = &s.listeners[0];
+        let none = |_: &mut dyn FnMut(&str, &str) -> bool| false;
+        let table = crate::router::table::RuleTable::build(&l.rules);
+        let both = |host: &str, query: &str| {
+            let v = view(host, "/", query, &none);
+            let linear = l
+                .rules
+                .iter()
+                .find(|r| matches(&r.conditions, &v))
+                .map(|r| r.priority);
+            let fast = table.first_match(&l.rules, &v).map(|i| l.rules[i].priority);
+            assert_eq!(fast, linear, "table vs scan for {host:?} ?{query}");
+            fast.unwrap_or(0)
+        };
+        assert_eq!(both("", "debug"), 1);
+        assert_eq!(both("", "a=1&debug&b=2"), 1);
+        assert_eq!(both("", "x=debug"), 1);
+        assert_eq!(both("", "trace"), 0);
+        assert_eq!(both("", "on"), 0);
+        assert_eq!(both("", "trace=on"), 2);
+        assert_eq!(both("h", "trace"), 3);
+        assert_eq!(both("", "q=1"), 0);
     }
 }

@@ -347,6 +347,10 @@ impl Guard {
         if !c.query.is_empty() {
             f[0] |= QUERY_EMPTY;
         }
+        // No host condition matches an empty host, `*` included (see `matches`).
+        if !c.host.is_empty() {
+            f[0] |= HOST_EMPTY;
+        }
         f[0] |= source_forbid(&c.source_ip);
         let plain_host = c.host.iter().all(|p| !p.options().backslash_escapes);
         let plain_path = c
@@ -645,17 +649,21 @@ fn query_bits(query: &str) -> [u64; 2] {
         .split(|&b| b == b'&')
         .filter(|p| !p.is_empty())
         .fold([0, 0], |[keys, values], pair| {
-            let (k, v) = match pair.iter().position(|&b| b == b'=') {
+            match pair.iter().position(|&b| b == b'=') {
                 Some(eq) => {
                     let (k, v) = pair.split_at(eq);
-                    (k, v.get(1..).unwrap_or_default())
+                    [
+                        keys | decoded_bit(k, KEY_SEED),
+                        values | decoded_bit(v.get(1..).unwrap_or_default(), VALUE_SEED),
+                    ]
                 }
-                None => (pair, &[][..]),
-            };
-            [
-                keys | decoded_bit(k, KEY_SEED),
-                values | decoded_bit(v, VALUE_SEED),
-            ]
+                // A bare token is a key with an empty value and also a value
+                // (see `query_matches`).
+                None => [
+                    keys | decoded_bit(pair, KEY_SEED),
+                    values | decoded_bit(&[], VALUE_SEED) | decoded_bit(pair, VALUE_SEED),
+                ],
+            }
         })
 }
 
@@ -1337,8 +1345,10 @@ mod tests {
             ("x=%C3%A9", Some(1)),
             ("x=%C3%89", None),
             ("x=%E9", Some(2)),
-            ("%FF", None),
+            // A bare token is also a value for the keyless conditions.
+            ("%FF", Some(2)),
             ("%FF=%FF", Some(2)),
+            ("x&%C3%A9", Some(1)),
             ("x=a%2Ab", Some(3)),
             ("x=ab&", Some(3)),
         ] {
@@ -1387,7 +1397,8 @@ mod tests {
             rule(host(&["*"])),
             rule(path(&["/a*"])),
         ];
-        expect(&rules, &[("", "/a", Some(2)), ("", "/b", Some(2))]);
+        // No host condition matches the empty host, `*` included (SPEC §3).
+        expect(&rules, &[("", "/a", Some(3)), ("", "/b", None)]);
         let rules = [rule(host(&["*.example.com"])), rule(path(&["/a*"]))];
         expect(&rules, &[("", "/a", Some(1)), ("", "/b", None)]);
     }
