@@ -173,6 +173,28 @@ async fn tcp_connect_failure_retries_another_target() {
             assert_eq!(text(&got), format!("{msg}<EOF>"), "connection {i}");
         }
         assert_eq!(echo.conns(), 10, "every connection reached the live target");
+        // Each connection routed to a target counts as one of the group's
+        // requests (Classic ELB's RequestCount for TCP); each refused connect as a
+        // connection error, and the move to the live target as a retry.
+        let requests = f
+            .metric(
+                "fulcrum_requests_total",
+                &[("listener", "raw"), ("target_group", "tg")],
+            )
+            .await;
+        assert_eq!(requests, Some(10.0), "fulcrum_requests_total");
+        let errors = f
+            .metric(
+                "fulcrum_target_connection_errors_total",
+                &[("target_group", "tg")],
+            )
+            .await
+            .unwrap_or(0.0);
+        let retries = f
+            .metric("fulcrum_retries_total", &[("target_group", "tg")])
+            .await
+            .unwrap_or(0.0);
+        assert_eq!(errors, retries, "every refused connect was retried");
     })
     .await;
 }

@@ -190,11 +190,16 @@ fn rotation<'a>(
         .take(eligible)
 }
 
-/// Fewest in-flight requests; ties broken by the group's rotation.
+/// Fewest outstanding requests: HTTP requests in flight plus open connections
+/// (tcp/tls connections, WebSocket tunnels); ties broken by the group's rotation.
 fn least_outstanding(group: &LiveGroup, n: usize, ok: &dyn Fn(usize) -> bool) -> Option<usize> {
     let mut best: Option<(u32, usize)> = None;
     for i in rotation(group, n, ok) {
-        let load = group.targets[i].in_flight.load(Ordering::Relaxed);
+        let t = &group.targets[i];
+        let load = t
+            .in_flight
+            .load(Ordering::Relaxed)
+            .saturating_add(t.active_connections.load(Ordering::Relaxed));
         if best.is_none_or(|(b, _)| load < b) {
             best = Some((load, i));
         }

@@ -131,6 +131,14 @@ fn least_outstanding_requests_avoids_busy_targets_and_rotates_ties() {
     l.groups[0].targets[0].in_flight.store(5, Ordering::Relaxed);
     l.groups[0].targets[2].in_flight.store(1, Ordering::Relaxed);
     assert!(pick_n(&l, 10).iter().all(|p| *p == Ok(1)));
+    // Open connections (tcp/tls, tunnels) are outstanding too.
+    l.groups[0].targets[1]
+        .active_connections
+        .store(3, Ordering::Relaxed);
+    assert!(pick_n(&l, 10).iter().all(|p| *p == Ok(2)));
+    l.groups[0].targets[1]
+        .active_connections
+        .store(0, Ordering::Relaxed);
     l.groups[0].targets[0].in_flight.store(0, Ordering::Relaxed);
     l.groups[0].targets[2].in_flight.store(0, Ordering::Relaxed);
     let picks = pick_n(&l, 9);

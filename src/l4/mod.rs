@@ -83,6 +83,9 @@ async fn connect(
         .await
         {
             Ok(s) => {
+                // A connection routed to a target is an L4 "request" (Classic
+                // ELB's RequestCount for TCP listeners counts connections).
+                live.listeners[li].requests(gid, &cfg.name).increment(1);
                 return Some(Upstream {
                     stream: s,
                     state: group.targets[i].clone(),
@@ -241,7 +244,18 @@ fn log_connection(
             r.target = Some(addr);
             r.target_group = Some(group);
         }
-        None => r.error_reason = Some("TargetConnectionError"),
+        None => {
+            r.error_reason = Some("TargetConnectionError");
+            // The group it could not reach.
+            r.target_group = live.listener_index(listener).and_then(|li| {
+                match &live.snapshot.listeners[li].default_action {
+                    Action::Forward(f) => f.groups.first().map(|&(gid, _)| {
+                        Arc::from(live.snapshot.target_groups[gid.0 as usize].name.as_str())
+                    }),
+                    _ => None,
+                }
+            });
+        }
     }
     if let Some(t) = tls {
         r.ssl_cipher = Some(t.cipher);
