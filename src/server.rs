@@ -301,6 +301,9 @@ impl Server {
         let period = watchdog.unwrap_or(Duration::from_secs(3600));
         let mut watchdog_tick =
             tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        // Ticks missed while the loop was busy (a reload) are not made up in a
+        // burst: a burst would compare progress over microseconds.
+        watchdog_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_progress = self.control.workers.progress();
         let prometheus = crate::metrics::install();
         let mut upkeep = tokio::time::interval(Duration::from_secs(5));

@@ -532,9 +532,9 @@ async fn a_reloaded_interval_applies_at_once() {
             )
         };
         let f = Fulcrum::start(&cfg("path: /hc, interval: 60s, timeout: 2s")).await;
-        let before = a.health_checks();
         f.reload_yaml(&cfg("path: /hc, interval: 1s, timeout: 500ms"))
             .await;
+        let before = a.health_checks();
         let t0 = Instant::now();
         eventually(ms(6000), "three checks at the new 1 s interval", || async {
             (a.health_checks() >= before + 3).then_some(())

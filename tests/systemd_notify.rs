@@ -142,7 +142,23 @@ async fn signals_during_start_up_are_not_fatal() {
             .replace("interval: 30s, timeout: 2s", "interval: 10s, timeout: 3s");
         assert!(yaml.contains("timeout: 3s"));
         let mut child = spawn(dir.path(), &yaml, &[]);
-        tokio::time::sleep(Duration::from_millis(600)).await;
+        // Once the process catches SIGHUP and SIGTERM (signals 1 and 15 in SigCgt), it is
+        // still starting up: the first health-check round takes up to 3 s.
+        let caught = format!("/proc/{}/status", child.id());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let status = std::fs::read_to_string(&caught).unwrap_or_default();
+            let mask = status
+                .lines()
+                .find_map(|l| l.strip_prefix("SigCgt:"))
+                .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+                .unwrap_or(0);
+            if mask & (1 << 0) != 0 && mask & (1 << 14) != 0 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "signal handlers never installed");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         kill(&child, "HUP");
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 
 use crate::live::LiveGroup;
-use crate::snapshot::{Algorithm, TargetGroup};
+use crate::snapshot::{Algorithm, GroupProtocol, TargetGroup};
 use crate::targets::TargetState;
 
 /// Which targets may take new work, decided once per pick.
@@ -142,13 +142,24 @@ pub fn pick_at(
     let ok = |i: usize| {
         Some(i) != skip && in_scope(scope, &group.targets[i], &cfg.targets[i].zone, node_zone)
     };
+    // A retry (a target to skip) does not take a turn of the rotation: the next
+    // request still gets the target after the one this request was given.
+    let turn = skip.is_none();
     let picked = match cfg.algorithm {
-        Algorithm::RoundRobin => round_robin(group, cfg, n, &ok, now),
-        Algorithm::LeastOutstandingRequests => least_outstanding(group, n, &ok),
+        Algorithm::RoundRobin => round_robin(group, cfg, n, &ok, now, turn),
+        Algorithm::LeastOutstandingRequests => {
+            // Open connections are the outstanding work of a tcp/tls group.
+            let l4 = matches!(cfg.protocol, GroupProtocol::Tcp | GroupProtocol::Tls);
+            least_outstanding(group, n, &ok, turn, l4)
+        }
         Algorithm::WeightedRandom => weighted_random(group, cfg, n, &ok, now),
         Algorithm::SourceHash => source_hash(group, cfg, n, &ok, client),
     };
-    picked.ok_or(NoTarget::Exhausted)
+    // Eligibility read twice can change in between (a reload starts a drain): an
+    // eligible target left over is still a pick.
+    picked
+        .or_else(|| (0..n).find(|&i| ok(i)))
+        .ok_or(NoTarget::Exhausted)
 }
 
 fn round_robin(
@@ -157,9 +168,10 @@ fn round_robin(
     n: usize,
     ok: &dyn Fn(usize) -> bool,
     now: u64,
+    turn: bool,
 ) -> Option<usize> {
     let mut fallback = None;
-    for i in rotation(group, n, ok) {
+    for i in rotation(group, n, ok, turn) {
         let f = ramp(&group.targets[i], cfg, now);
         if f >= 1.0 || fastrand::f64() < f {
             return Some(i);
@@ -177,11 +189,18 @@ fn rotation<'a>(
     group: &LiveGroup,
     n: usize,
     ok: &'a dyn Fn(usize) -> bool,
+    turn: bool,
 ) -> impl Iterator<Item = usize> + 'a {
     let eligible = (0..n).filter(|&i| ok(i)).count();
+    let counter = &group.state.rotation;
+    let at = if turn {
+        counter.fetch_add(1, Ordering::Relaxed)
+    } else {
+        counter.load(Ordering::Relaxed)
+    };
     let start = match eligible {
         0 => 0,
-        m => group.state.rotation.fetch_add(1, Ordering::Relaxed) % m,
+        m => at % m,
     };
     (0..n)
         .chain(0..n)
@@ -190,16 +209,24 @@ fn rotation<'a>(
         .take(eligible)
 }
 
-/// Fewest outstanding requests: HTTP requests in flight plus open connections
-/// (tcp/tls connections, WebSocket tunnels); ties broken by the group's rotation.
-fn least_outstanding(group: &LiveGroup, n: usize, ok: &dyn Fn(usize) -> bool) -> Option<usize> {
+/// Fewest outstanding requests: HTTP requests in flight (a WebSocket tunnel stays
+/// one), or open connections for a tcp/tls group (`l4`); ties broken by the
+/// group's rotation.
+fn least_outstanding(
+    group: &LiveGroup,
+    n: usize,
+    ok: &dyn Fn(usize) -> bool,
+    turn: bool,
+    l4: bool,
+) -> Option<usize> {
     let mut best: Option<(u32, usize)> = None;
-    for i in rotation(group, n, ok) {
+    for i in rotation(group, n, ok, turn) {
         let t = &group.targets[i];
-        let load = t
-            .in_flight
-            .load(Ordering::Relaxed)
-            .saturating_add(t.active_connections.load(Ordering::Relaxed));
+        let load = if l4 {
+            t.active_connections.load(Ordering::Relaxed)
+        } else {
+            t.in_flight.load(Ordering::Relaxed)
+        };
         if best.is_none_or(|(b, _)| load < b) {
             best = Some((load, i));
         }

@@ -131,14 +131,28 @@ fn least_outstanding_requests_avoids_busy_targets_and_rotates_ties() {
     l.groups[0].targets[0].in_flight.store(5, Ordering::Relaxed);
     l.groups[0].targets[2].in_flight.store(1, Ordering::Relaxed);
     assert!(pick_n(&l, 10).iter().all(|p| *p == Ok(1)));
-    // Open connections (tcp/tls, tunnels) are outstanding too.
+    // An HTTP group weighs requests in flight, not open connections (a WebSocket
+    // tunnel is one request in flight already).
     l.groups[0].targets[1]
         .active_connections
         .store(3, Ordering::Relaxed);
-    assert!(pick_n(&l, 10).iter().all(|p| *p == Ok(2)));
+    assert!(pick_n(&l, 10).iter().all(|p| *p == Ok(1)));
     l.groups[0].targets[1]
         .active_connections
         .store(0, Ordering::Relaxed);
+    // A tcp group weighs its open connections.
+    let tcp = live(&THREE.replace(
+        "{name: g,",
+        "{name: g, protocol: tcp, algorithm: least_outstanding_requests,",
+    ));
+    all_healthy(&tcp);
+    tcp.groups[0].targets[0]
+        .active_connections
+        .store(2, Ordering::Relaxed);
+    tcp.groups[0].targets[1]
+        .active_connections
+        .store(1, Ordering::Relaxed);
+    assert!(pick_n(&tcp, 10).iter().all(|p| *p == Ok(2)));
     l.groups[0].targets[0].in_flight.store(0, Ordering::Relaxed);
     l.groups[0].targets[2].in_flight.store(0, Ordering::Relaxed);
     let picks = pick_n(&l, 9);
@@ -240,6 +254,25 @@ fn source_hash_follows_the_weights() {
     set(&l, 0, UNHEALTHY);
     set(&l, 1, UNHEALTHY);
     assert_eq!(pick(g, cfg, "a", clients[0], None), Ok(2));
+}
+
+/// A retry's pick does not take a turn: with one target refusing, the next
+/// request starts at the next target instead of the refusing one again.
+#[test]
+fn a_retry_does_not_take_a_turn_of_the_rotation() {
+    let l = live(&THREE.replace(", {address: \"127.0.0.1:3\"}", ""));
+    all_healthy(&l);
+    let (g, cfg) = (&l.groups[0], &l.snapshot.target_groups[0]);
+    let mut first_picks = Vec::new();
+    for _ in 0..4 {
+        let first = pick(g, cfg, "a", IP, None).unwrap();
+        first_picks.push(first);
+        if first == 0 {
+            // target 0 refuses: the retry goes to 1
+            assert_eq!(pick(g, cfg, "a", IP, Some(0)), Ok(1));
+        }
+    }
+    assert_eq!(first_picks, [0, 1, 0, 1]);
 }
 
 #[test]

@@ -368,7 +368,9 @@ pub fn blank_controls_in_header_values(buf: &mut [u8]) -> bool {
                     .all(|&b| crate::http::chunked::is_tchar(b));
             let framing = matches!(
                 fields::Kind::of(&line[..colon]),
-                fields::Kind::ContentLength | fields::Kind::TransferEncoding
+                fields::Kind::ContentLength
+                    | fields::Kind::TransferEncoding
+                    | fields::Kind::Suspicious
             );
             if named && !framing {
                 let value_end = at + line.len();

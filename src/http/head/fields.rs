@@ -360,6 +360,8 @@ pub(super) fn diagnose_request(hb: &[u8], err: httparse::Error) -> &'static str 
             return match Kind::of(name) {
                 Kind::TransferEncoding => "BadTransferEncoding",
                 Kind::ContentLength => "BadContentLength",
+                // A framing look-alike (`Transfer_Encoding`) stays an error too.
+                Kind::Suspicious => "BadHeader",
                 _ if soft => "NonCompliantHeader",
                 _ => "BadHeader",
             };

@@ -100,6 +100,7 @@ fn refused_requests() {
         ("control byte and NUL in value", &["GET / HTTP/1.1", "Host: a", "X-A: \x01a\0"], bad("BadHeader")),
         ("control byte in name", &["GET / HTTP/1.1", "Host: a", "X\x01A: b"], bad("BadHeader")),
         ("control byte in TE", &["POST / HTTP/1.1", "Host: a", "Transfer-Encoding: \x01chunked"], bad("BadTransferEncoding")),
+        ("control byte in a TE look-alike", &["POST / HTTP/1.1", "Host: a", "Transfer_Encoding: \x01chunked"], bad("BadHeader")),
         ("obs-fold", &["GET / HTTP/1.1", "Host: a", "X-A: a", " b"], bad("BadHeader")),
         ("obs-fold with tab", &["GET / HTTP/1.1", "Host: a", "X-A: a", "\tb"], bad("BadHeader")),
         ("space before colon", &["GET / HTTP/1.1", "Host: a", "X-A : b"], bad("BadHeader")),
