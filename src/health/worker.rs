@@ -345,10 +345,12 @@ impl Checks {
             }
             // A target checked in the first round (or already checked before a
             // reload changed its interval) has its next check at a stable spread
-            // offset within one interval; a new one (added by a reload) is
-            // checked at once.
+            // offset in the second half of one interval; a new one (added by a
+            // reload) is checked at once.
             let first = if after_first_round || rescheduled.contains(&k) {
-                spread(&k.0, &k.1, interval)
+                // Between half an interval and one: never more than an interval
+                // after the last check, never two checks in a row at once.
+                interval / 2 + spread(&k.0, &k.1, interval / 2)
             } else {
                 Duration::ZERO
             };
