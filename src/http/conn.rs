@@ -15,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::chunked::ChunkedDecoder;
 use super::head::{self, BodyFraming, ForwardInfo, Limits, RequestHead, ResponseHead, Version};
-use super::{desync, pool};
+use super::{desync, park, pool};
 use crate::balancer::cookie;
 use crate::listener::ConnGuard;
 use crate::live::Live;
@@ -64,6 +64,9 @@ pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {
         &self,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>>;
+    /// The plain socket, for parking an idle connection (`None`: cannot be
+    /// parked; the stream is dropped).
+    fn into_plain(self) -> Option<tokio::net::TcpStream>;
 }
 
 impl Stream for tokio::net::TcpStream {
@@ -77,6 +80,9 @@ impl Stream for tokio::net::TcpStream {
     ) -> std::task::Poll<std::io::Result<()>> {
         self.poll_read_ready(cx)
     }
+    fn into_plain(self) -> Option<tokio::net::TcpStream> {
+        Some(self)
+    }
 }
 
 impl Stream for tokio_rustls::server::TlsStream<tokio::net::TcpStream> {
@@ -89,6 +95,9 @@ impl Stream for tokio_rustls::server::TlsStream<tokio::net::TcpStream> {
         _: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
         std::task::Poll::Ready(Ok(()))
+    }
+    fn into_plain(self) -> Option<tokio::net::TcpStream> {
+        None
     }
 }
 
@@ -199,7 +208,7 @@ impl Default for Bufs {
 }
 
 pub fn serve<C: Stream>(
-    mut client: C,
+    client: C,
     peer: SocketAddr,
     local_port: u16,
     listener: Arc<str>,
@@ -220,6 +229,43 @@ pub fn serve<C: Stream>(
         shared,
         tls: tls.map(Box::new),
     };
+    run(client, cx, None)
+}
+
+/// A parked connection (see `park`) whose client sent bytes or closed: it goes
+/// on reading at once, under its old idle deadline.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn resume(
+    client: tokio::net::TcpStream,
+    peer: SocketAddr,
+    local_port: u16,
+    born: Instant,
+    deadline: tokio::time::Instant,
+    listener: Arc<str>,
+    guard: ConnGuard,
+    shared: Arc<Shared>,
+) -> impl std::future::Future<Output = ()> {
+    let cx = ConnCx {
+        peer,
+        client_ip: crate::net::canonical_ip(peer.ip()),
+        local_port,
+        born,
+        listener,
+        guard,
+        shared,
+        tls: None,
+    };
+    run(client, cx, Some(deadline))
+}
+
+/// The connection's loop. Written as a function returning an async block (not an
+/// async fn) so that the future holds `client` and `cx` once, used in place.
+#[allow(clippy::manual_async_fn)]
+fn run<C: Stream>(
+    mut client: C,
+    cx: ConnCx,
+    mut resumed: Option<tokio::time::Instant>,
+) -> impl std::future::Future<Output = ()> {
     async move {
         let draining = cx.shared.draining.subscribe();
         // One wait for the drain signal lives as long as the connection (not one
@@ -250,21 +296,53 @@ pub fn serve<C: Stream>(
                         None => return,
                     }
                 };
-                timer.deadline = tokio::time::Instant::now() + idle;
+                let now = tokio::time::Instant::now();
+                let was_parked = resumed.take();
+                timer.deadline = was_parked.unwrap_or(now + idle);
                 if C::READY_WITHOUT_BUFFER {
                     // Wait for the next request's bytes holding no buffer at all.
                     if let Some(b) = bufs.0.take() {
                         Spare::give(b);
                     }
-                    // Biased: a connection whose next request is there does not
-                    // poll the timer and the drain wait at all.
-                    tokio::select! {
-                        biased;
-                        r = std::future::poll_fn(|c| client.poll_idle_ready(c)) => if r.is_err() {
-                            return;
-                        },
-                        _ = timer.expired() => return,
-                        _ = &mut drain => return,
+                    // A client that stays quiet for PARK_AFTER has its connection
+                    // parked: the task ends, the socket waits in the worker's lot.
+                    // A resumed connection was readable: it reads at once.
+                    if was_parked.is_none() {
+                        let full = timer.deadline;
+                        let park_at = now + park::PARK_AFTER;
+                        let mut may_park = park_at < full;
+                        if may_park {
+                            timer.deadline = park_at;
+                        }
+                        loop {
+                            // Biased: a connection whose next request is there does
+                            // not poll the timer and the drain wait at all.
+                            tokio::select! {
+                                biased;
+                                r = std::future::poll_fn(|c| client.poll_idle_ready(c)) => {
+                                    if r.is_err() {
+                                        return;
+                                    }
+                                    break;
+                                }
+                                _ = timer.expired() => {
+                                    if !may_park {
+                                        return;
+                                    }
+                                    if park::available(&cx.shared) {
+                                        if let Some(tcp) = client.into_plain() {
+                                            let ConnCx { peer, local_port, born, listener, guard, .. } = cx;
+                                            park::park(tcp, peer, local_port, born, full, listener, guard);
+                                        }
+                                        return;
+                                    }
+                                    may_park = false;
+                                    timer.deadline = full;
+                                }
+                                _ = &mut drain => return,
+                            }
+                        }
+                        timer.deadline = full;
                     }
                     let b = bufs.0.insert(Spare::take());
                     // The readiness may be stale (a fresh connection's, or bytes

@@ -5,6 +5,7 @@ pub mod chunked;
 pub mod conn;
 pub mod desync;
 pub mod head;
+mod park;
 pub mod pool;
 pub mod redirect;
 pub mod trace;

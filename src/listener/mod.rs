@@ -154,7 +154,7 @@ async fn accept_loop(
 fn admit(
     stream: TcpStream,
     peer: SocketAddr,
-    name: &str,
+    name: &Arc<str>,
     shared: &Arc<Shared>,
     state: &Arc<ListenerState>,
 ) {
@@ -184,7 +184,8 @@ fn admit(
         state: state.clone(),
     };
     let _ = stream.set_nodelay(true);
-    let name: Arc<str> = Arc::from(name);
+    // The accept loop's name, shared (not copied) by its connections.
+    let name = name.clone();
     match cfg.protocol {
         ListenerProtocol::Http => {
             let port = stream.local_addr().map_or(0, |a| a.port());
