@@ -175,7 +175,8 @@ async fn requests_around_the_parking_delay_are_all_answered() {
 }
 
 /// SIGTERM closes parked connections at once: the process exits well before
-/// shutdown_timeout (30 s) and every parked client sees its connection end.
+/// shutdown_timeout (30 s) and every parked client sees its connection end; one
+/// whose request was already sent gets its answer first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn shutdown_closes_parked_connections() {
     bounded(60, async {
@@ -197,8 +198,19 @@ async fn shutdown_closes_parked_connections() {
             || async move { (in_new_sets(pid, before) == 5).then_some(()) },
         )
         .await;
+        // A request already sent to a parked connection when SIGTERM comes is
+        // answered (whether it was resumed before the drain began or by it), and
+        // the connection closes after it, as on one not parked.
+        let mut asking = conns.pop().unwrap();
+        asking
+            .send(b"GET /last HTTP/1.1\r\nHost: test.local\r\n\r\n")
+            .await
+            .unwrap();
         let t = Instant::now();
         f.sigterm();
+        let r = asking.read_response().await.unwrap();
+        assert_eq!(r.status, 200, "{r:?}");
+        assert!(asking.closed_without_bytes(Duration::from_secs(10)).await);
         for c in conns.iter_mut() {
             assert!(
                 c.closed_without_bytes(Duration::from_secs(10)).await,

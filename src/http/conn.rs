@@ -286,7 +286,10 @@ fn run<C: Stream>(
         loop {
             // Between requests only idle_timeout applies, and closing is silent.
             if bufs.0.as_ref().is_none_or(|b| b.client.is_empty()) {
-                if *draining.borrow() {
+                // A connection resumed from the parking lot has bytes waiting: they
+                // are served even while draining, as they would have been had it
+                // not been parked (the answer closes the connection).
+                if *draining.borrow() && resumed.is_none() {
                     return;
                 }
                 let idle = {
@@ -330,6 +333,8 @@ fn run<C: Stream>(
                                         return;
                                     }
                                     if park::available(&cx.shared) {
+                                        // Only plain sockets get here
+                                        // (READY_WITHOUT_BUFFER).
                                         if let Some(tcp) = client.into_plain() {
                                             let ConnCx { peer, local_port, born, listener, guard, .. } = cx;
                                             park::park(tcp, peer, local_port, born, full, listener, guard);

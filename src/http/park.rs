@@ -102,7 +102,11 @@ pub(super) fn available(shared: &Arc<Shared>) -> bool {
             *l = match start(shared) {
                 Ok(lot) => State::On(lot),
                 Err(e) => {
-                    tracing::debug!(error = %e, "idle connections are not parked on this worker");
+                    if e.kind() == std::io::ErrorKind::Unsupported {
+                        tracing::debug!(error = %e, "idle connections are not parked on this worker");
+                    } else {
+                        tracing::warn!(error = %e, "idle connections are not parked on this worker");
+                    }
                     State::Off
                 }
             };
@@ -117,9 +121,10 @@ pub(super) fn available(shared: &Arc<Shared>) -> bool {
 fn start(shared: &Arc<Shared>) -> std::io::Result<Lot> {
     // A multi-thread runtime may resume a task on another thread than the one
     // whose lot holds its socket: parking is for the per-worker runtimes.
-    let handle = tokio::runtime::Handle::try_current().map_err(std::io::Error::other)?;
+    let unsupported = |why: &str| std::io::Error::new(std::io::ErrorKind::Unsupported, why);
+    let handle = tokio::runtime::Handle::try_current().map_err(|_| unsupported("no runtime"))?;
     if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::CurrentThread {
-        return Err(std::io::Error::other("not a current-thread runtime"));
+        return Err(unsupported("not a current-thread runtime"));
     }
     let fd = epoll::create(epoll::CreateFlags::CLOEXEC)?;
     // The safe registration, deprecated because a generic `T: AsRawFd` may not
@@ -354,6 +359,22 @@ fn resume(epoll: &AsyncFd<OwnedFd>, shared: &Arc<Shared>, p: Parked, epoch: toki
 /// The lot's task: resumes connections with bytes (or an end) to read, closes
 /// those past their idle deadline, and all of them at shutdown.
 async fn run(epoll: Arc<AsyncFd<OwnedFd>>, wake: Arc<Notify>, shared: Arc<Shared>) {
+    // However the task ends (shutdown, a reactor error, the runtime dropping it),
+    // parking stops on this worker and what is parked closes.
+    struct Closing;
+    impl Drop for Closing {
+        fn drop(&mut self) {
+            let _ = LOT.try_with(|l| {
+                if let Ok(mut l) = l.try_borrow_mut() {
+                    if let State::On(lot) = &mut *l {
+                        lot.close_all();
+                    }
+                    *l = State::Off;
+                }
+            });
+        }
+    }
+    let _closing = Closing;
     let mut draining = shared.draining.subscribe();
     loop {
         let (epoch, next_ms) = LOT.with(|l| match &mut *l.borrow_mut() {
@@ -375,13 +396,13 @@ async fn run(epoll: Arc<AsyncFd<OwnedFd>>, wake: Arc<Notify>, shared: Arc<Shared
             biased;
             r = draining.wait_for(|d| *d) => {
                 let _ = r;
-                LOT.with(|l| {
-                    let mut l = l.borrow_mut();
-                    if let State::On(lot) = &mut *l {
-                        lot.close_all();
-                    }
-                    *l = State::Off;
-                });
+                // A request already waiting in a parked socket is served (with
+                // `Connection: close`), as it would be on a connection that had
+                // not been parked; the others close (`Closing`).
+                while LOT.with(|l| match &mut *l.borrow_mut() {
+                    State::On(lot) => lot.resume_ready(&shared) == BATCH,
+                    _ => false,
+                }) {}
                 return;
             }
             r = epoll.readable() => {
