@@ -43,8 +43,8 @@ const NEAR_SEND_BUFFER: usize = 256 * 1024;
 /// default `bbr` (docs/operations.md): BBR's small window leaves spliced data
 /// queued until ACKs come in, so segments leave both from fulcrum's system
 /// calls and from ACK processing on the target's CPU, arrive out of order and
-/// are retransmitted for nothing (3-6 MB per 2.5 s); `reno` moved 19.2-20.2
-/// Gbit/s at 0.20-0.26 CPU s/GiB (6 runs of 7) where `bbr` moved 16.7-19.3 at
+/// are retransmitted for nothing (2.9-6 MB per 2.5 s); `reno` moved 19.2-20.2
+/// Gbit/s at 0.20-0.26 CPU s/GiB (6 runs of 7) where `bbr` moved 16.7-18.4 at
 /// 0.27-0.38 (14 of 15) and `cubic` 17.7-19.0 at 0.36-0.42. `reno` is always
 /// built in and allowed without privileges.
 const NEAR_CONGESTION_CONTROL: &str = "reno";
