@@ -234,17 +234,19 @@ pub fn serve<C: Stream>(
 
 /// A parked connection (see `park`) whose client sent bytes or closed: it goes
 /// on reading at once, under its old idle deadline.
-#[allow(clippy::too_many_arguments)]
 pub(super) fn resume(
     client: tokio::net::TcpStream,
-    peer: SocketAddr,
-    local_port: u16,
-    born: Instant,
+    carried: park::Carried,
     deadline: tokio::time::Instant,
-    listener: Arc<str>,
-    guard: ConnGuard,
     shared: Arc<Shared>,
 ) -> impl std::future::Future<Output = ()> {
+    let park::Carried {
+        peer,
+        local_port,
+        born,
+        listener,
+        guard,
+    } = carried;
     let cx = ConnCx {
         peer,
         client_ip: crate::net::canonical_ip(peer.ip()),
@@ -337,7 +339,8 @@ fn run<C: Stream>(
                                         // (READY_WITHOUT_BUFFER).
                                         if let Some(tcp) = client.into_plain() {
                                             let ConnCx { peer, local_port, born, listener, guard, .. } = cx;
-                                            park::park(tcp, peer, local_port, born, full, listener, guard);
+                                            let carried = park::Carried { peer, local_port, born, listener, guard };
+                                            park::park(tcp, carried, full);
                                         }
                                         return;
                                     }

@@ -46,16 +46,21 @@ const BATCH: usize = 64;
 const SLOT_BITS: u32 = 24;
 const MAX_SLOTS: usize = 1 << SLOT_BITS;
 
+/// What a connection carries from one request to the next, beside its socket.
+pub(super) struct Carried {
+    pub peer: SocketAddr,
+    pub local_port: u16,
+    pub born: Instant,
+    pub listener: Arc<str>,
+    pub guard: ConnGuard,
+}
+
 /// What a parked connection keeps.
-pub(super) struct Parked {
+struct Parked {
     stream: std::net::TcpStream,
-    local_port: u16,
     /// Idle deadline, milliseconds since the lot's epoch.
     deadline_ms: u64,
-    peer: SocketAddr,
-    born: Instant,
-    listener: Arc<str>,
-    guard: ConnGuard,
+    carried: Carried,
 }
 
 enum Slot {
@@ -152,20 +157,15 @@ fn start(shared: &Arc<Shared>) -> std::io::Result<Lot> {
 /// Parks `stream` (its reactor registration is dropped here) until its next
 /// bytes, `deadline` or shutdown. A connection that cannot be parked (a failed
 /// system call) is closed, as an idle connection may be at any time.
-#[allow(clippy::too_many_arguments)]
 pub(super) fn park(
     stream: tokio::net::TcpStream,
-    peer: SocketAddr,
-    local_port: u16,
-    born: Instant,
+    carried: Carried,
     deadline: tokio::time::Instant,
-    listener: Arc<str>,
-    guard: ConnGuard,
 ) {
     let stream = match stream.into_std() {
         Ok(s) => s,
         Err(e) => {
-            tracing::debug!(client = %peer, error = %e, "cannot park an idle connection; closing it");
+            tracing::debug!(client = %carried.peer, error = %e, "cannot park an idle connection; closing it");
             return;
         }
     };
@@ -173,14 +173,11 @@ pub(super) fn park(
         let mut l = l.borrow_mut();
         let State::On(lot) = &mut *l else { return };
         let deadline_ms = lot.ms(deadline);
+        let peer = carried.peer;
         let p = Parked {
             stream,
-            local_port,
             deadline_ms,
-            peer,
-            born,
-            listener,
-            guard,
+            carried,
         };
         if let Err(e) = lot.insert(p) {
             tracing::debug!(client = %peer, error = %e, "cannot park an idle connection; closing it");
@@ -341,17 +338,13 @@ fn resume(epoll: &AsyncFd<OwnedFd>, shared: &Arc<Shared>, p: Parked, epoch: toki
         Ok(stream) => {
             tokio::spawn(super::conn::resume(
                 stream,
-                p.peer,
-                p.local_port,
-                p.born,
+                p.carried,
                 deadline,
-                p.listener,
-                p.guard,
                 shared.clone(),
             ));
         }
         Err(e) => {
-            tracing::debug!(client = %p.peer, error = %e, "cannot resume a parked connection; closing it");
+            tracing::debug!(client = %p.carried.peer, error = %e, "cannot resume a parked connection; closing it");
         }
     }
 }
