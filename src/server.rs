@@ -344,6 +344,14 @@ impl Server {
                 _ = upkeep.tick() => prometheus.run_upkeep(),
             }
         }
+        // Reloads asked for from now on, and any still queued, are refused with
+        // an answer rather than left waiting through the shutdown.
+        self.reload_rx.close();
+        while let Ok(w) = self.reload_rx.try_recv() {
+            let _ = w.send(ReloadOutcome::Failed {
+                errors: vec!["the server is shutting down".into()],
+            });
+        }
         self.shutdown().await;
         0
     }
@@ -432,10 +440,12 @@ impl Control {
         //    running address requires (SPEC §2) stays required.
         if let Some(addr) = self.admin_bind {
             if !addr.ip().is_loopback() && snapshot.admin.token_file.is_none() {
+                let at = snapshot.admin.at;
                 return ReloadOutcome::Failed {
                     errors: vec![format!(
-                        "{file}: admin.token_file: required while the admin API listens on {addr}, \
-                         not a loopback address (admin.bind changes need a restart; nothing was changed)"
+                        "{file}:{}:{}: admin.token_file: required while the admin API listens on {addr}, \
+                         not a loopback address (admin.bind changes need a restart; nothing was changed)",
+                        at.line, at.col
                     )],
                 };
             }

@@ -104,6 +104,9 @@ pub struct AdminSettings {
     /// `None` when `admin.bind` is `off`. Default 127.0.0.1:9900.
     pub bind: Option<SocketAddr>,
     pub token_file: Option<PathBuf>,
+    /// Where the `admin` section starts in the file (line 1, column 1 without one),
+    /// for errors about it found at reload.
+    pub at: crate::config::Pos,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -599,3 +599,81 @@ async fn failed_bind_rolls_the_whole_reload_back() {
     })
     .await;
 }
+
+/// A reload that drops `admin.token_file` while the running admin API listens on a
+/// non-loopback address (0.0.0.0 here; every request of the test goes to
+/// 127.0.0.1) is refused with a `FILE:LINE:COL: …` error like every reload error,
+/// and the token keeps being required.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dropping_the_token_of_a_public_admin_api_is_refused_with_a_position() {
+    bounded(60, async {
+        let alpha = Backend::start("alpha").await;
+        let (admin, web) = (free_port(), free_port());
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "s3cret\n").unwrap();
+        let public = simple_config(admin, web, &[alpha.addr]).replace(
+            &format!("bind: \"127.0.0.1:{admin}\""),
+            &format!(
+                "bind: \"0.0.0.0:{admin}\", token_file: \"{}\"",
+                token.display()
+            ),
+        );
+        let config = dir.path().join("fulcrum.yaml");
+        std::fs::write(&config, &public).unwrap();
+        let args = ["run".to_string(), "-c".into(), config.display().to_string()];
+        let f = Fulcrum::spawn(dir, config, local(admin), &args, None).await;
+        // admin.bind needs a restart, so 0.0.0.0 stays and the token with it.
+        f.reload_config(&simple_config(admin, web, &[alpha.addr]));
+        let (status, body) = f.admin_post("/api/v1/reload", Some("s3cret")).await;
+        assert_eq!(status, 400, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("JSON answer");
+        assert_eq!(v["result"], "error", "{body}");
+        let first = v["errors"][0].as_str().expect("an error");
+        let (file, rest) = first.split_once(".yaml:").expect("FILE:LINE:COL");
+        assert!(file.ends_with("fulcrum"), "{first}");
+        let mut parts = rest.splitn(3, ':');
+        let line = parts.next().unwrap_or_default();
+        let col = parts.next().unwrap_or_default();
+        assert!(
+            line.parse::<u32>().is_ok() && col.parse::<u32>().is_ok(),
+            "{first}"
+        );
+        assert!(first.contains("admin.token_file"), "{first}");
+        let (status, _) = f.admin_post("/api/v1/reload", None).await;
+        assert_eq!(status, 401, "the token is still required");
+    })
+    .await;
+}
+
+/// A reload asked for once shutdown has begun is answered at once (400, "shutting
+/// down") instead of waiting through the shutdown for an answer that never comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reload_during_shutdown_is_refused_at_once() {
+    bounded(60, async {
+        let alpha = Backend::start("alpha").await;
+        let (admin, web) = (free_port(), free_port());
+        let yaml = simple_config(admin, web, &[alpha.addr]).replace(
+            "runtime: {worker_threads: 2}",
+            "runtime: {worker_threads: 2, shutdown_delay: 4s}",
+        );
+        assert!(yaml.contains("shutdown_delay"));
+        let f = Fulcrum::start(&yaml).await;
+        f.sigterm();
+        eventually(Duration::from_secs(5), "/readyz answers 503", || async {
+            let (status, _) = f.admin_get("/readyz").await;
+            (status == 503).then_some(())
+        })
+        .await;
+        let t0 = Instant::now();
+        let (status, body) = f.admin_post("/api/v1/reload", None).await;
+        assert_eq!(status, 400, "{body}");
+        assert!(body.contains("shutting down"), "{body}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(2),
+            "answered after {:?}",
+            t0.elapsed()
+        );
+    })
+    .await;
+}

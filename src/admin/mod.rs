@@ -147,7 +147,12 @@ async fn read_head(
 
 /// Constant-time comparison of the presented token with the expected one.
 fn token_ok(expected: &str, auth: Option<&str>) -> bool {
-    let Some(given) = auth.and_then(|a| a.strip_prefix("Bearer ")) else {
+    // The scheme name is case-insensitive (RFC 9110 §11.1).
+    let given = auth.and_then(|a| {
+        let (scheme, token) = a.trim_start().split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then_some(token)
+    });
+    let Some(given) = given else {
         return false;
     };
     let (a, b) = (expected.as_bytes(), given.trim().as_bytes());
@@ -312,6 +317,12 @@ mod tests {
         assert!(!token_ok("abc", Some("Bearer abd")));
         assert!(!token_ok("abc", Some("Bearer ab")));
         assert!(!token_ok("abc", Some("Basic abc")));
+        assert!(
+            token_ok("abc", Some("bearer abc")),
+            "the scheme in any case"
+        );
+        assert!(token_ok("abc", Some("BEARER  abc")));
+        assert!(!token_ok("abc", Some("Bearerabc")));
         assert!(!token_ok("abc", None));
     }
 }

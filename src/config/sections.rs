@@ -215,10 +215,12 @@ fn decode_admin(cx: &mut Ctx, n: Option<&Node>) -> (AdminSettings, Option<Sp<Soc
     let mut out = AdminSettings {
         bind: Some(default_bind),
         token_file: None,
+        at: super::Pos::START,
     };
     let Some(f) = section(cx, n, "admin", &schema::ADMIN) else {
         return (out, Some(Sp::new(default_bind, super::Pos::START)));
     };
+    out.at = f.pos;
     let mut bind_sp = Some(Sp::new(default_bind, f.pos));
     if let Some(n) = f.get("bind") {
         if matches!(&n.value, super::node::Value::Str(s) if s.trim() == "off") {
