@@ -320,6 +320,36 @@ async fn verify_tls_with_the_right_and_a_wrong_ca_file() {
     .await;
 }
 
+/// A target that completes the TCP handshake but never the TLS one: the request is
+/// answered 502 (a failed handshake, not 504) once the 10 s handshake limit passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stalled_tls_handshake_to_the_target_is_502_after_10_s() {
+    bounded(60, async {
+        // Never accepted: the kernel completes TCP connections into the backlog and
+        // the ClientHello waits there unanswered.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = silent.local_addr().unwrap();
+        let (admin, port) = (free_port(), free_port());
+        let _f = Fulcrum::start(&yaml(
+            admin,
+            &[],
+            &[listener("web", "http", port, "sec", "")],
+            &[grp("sec", "https", &[], SLOW_HC, &[addr])],
+        ))
+        .await;
+        let t0 = std::time::Instant::now();
+        let r = get(local(port), "/stall").await;
+        let took = t0.elapsed();
+        assert_eq!(r.status, 502, "{}", r.text());
+        assert!(
+            took >= Duration::from_secs(8) && took < Duration::from_secs(25),
+            "answered after {took:?}"
+        );
+        drop(silent);
+    })
+    .await;
+}
+
 /// https and tls health checks: a target with a working TLS server is healthy, one
 /// that answers garbage instead of a handshake goes unhealthy with
 /// `Target.FailedHealthChecks`.

@@ -210,8 +210,10 @@ impl tokio::io::AsyncWrite for Conn {
     }
 }
 
-/// Connects to a target (TCP, then `preface` such as a PROXY v2 header, then TLS
-/// when `tls` is given), all within `timeout`.
+/// Connects to a target (TCP, then `preface` such as a PROXY v2 header) within
+/// `timeout` (else `TimedOut`: 504 for a request), then, when `tls` is given, the TLS
+/// handshake within `timeout` of its own (a target that stalls it failed the
+/// handshake: an error of another kind, 502, as ALB's 10 s backend handshake limit).
 pub async fn connect(
     addr: SocketAddr,
     tls: Option<(
@@ -221,24 +223,28 @@ pub async fn connect(
     preface: Option<&[u8]>,
     timeout: Duration,
 ) -> std::io::Result<Conn> {
-    let fut = async {
+    let tcp = async {
         let mut s = TcpStream::connect(addr).await?;
         let _ = s.set_nodelay(true);
         if let Some(p) = preface {
             tokio::io::AsyncWriteExt::write_all(&mut s, p).await?;
         }
-        match tls {
-            None => Ok(Conn::Plain(s)),
-            Some((cfg, name)) => {
-                let t = tokio_rustls::TlsConnector::from(cfg.clone())
-                    .connect(name, s)
-                    .await?;
-                Ok(Conn::Tls(Box::new(t)))
+        Ok::<_, std::io::Error>(s)
+    };
+    let s = match tokio::time::timeout(timeout, tcp).await {
+        Ok(r) => r?,
+        Err(_) => return Err(std::io::ErrorKind::TimedOut.into()),
+    };
+    match tls {
+        None => Ok(Conn::Plain(s)),
+        Some((cfg, name)) => {
+            let handshake = tokio_rustls::TlsConnector::from(cfg.clone()).connect(name, s);
+            match tokio::time::timeout(timeout, handshake).await {
+                Ok(t) => Ok(Conn::Tls(Box::new(t?))),
+                Err(_) => Err(std::io::Error::other(format!(
+                    "the TLS handshake with {addr} did not finish within {timeout:?}"
+                ))),
             }
         }
-    };
-    match tokio::time::timeout(timeout, fut).await {
-        Ok(r) => r,
-        Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
     }
 }
