@@ -86,6 +86,9 @@ enum Script {
     RstOnAccept,
     /// Reads the request head, then resets the connection.
     RstAfterHead,
+    /// Answers the first request on a connection (200, body `first`) and keeps the
+    /// connection open; closes it on reading the second, without a response byte.
+    OnceThenClose,
     /// Sends a 200 (20-byte body) one byte every `every` ms, with `gap` ms of silence
     /// after byte number `at`.
     Drip {
@@ -167,6 +170,7 @@ async fn scripted(mut s: TcpStream, script: Script, st: Arc<ScriptState>) {
         _ => {}
     }
     let mut buf = Vec::new();
+    let mut served = 0usize;
     loop {
         let end = loop {
             if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -207,6 +211,16 @@ async fn scripted(mut s: TcpStream, script: Script, st: Arc<ScriptState>) {
             }
             Script::Hold => std::future::pending::<()>().await,
             Script::RstAfterHead => return reset(s),
+            Script::OnceThenClose => {
+                served += 1;
+                if served > 1 {
+                    return;
+                }
+                let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst";
+                if s.write_all(answer).await.is_err() {
+                    return;
+                }
+            }
             Script::Drip { every, gap } => {
                 for (i, b) in DRIP.iter().enumerate() {
                     if s.write_all(&[*b]).await.is_err() {
@@ -328,6 +342,65 @@ async fn target_killed_before_answering_is_502() {
         let r = pending.await.unwrap().expect("an answer");
         assert_eq!(r.status, 502, "{r:?}");
         assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    })
+    .await;
+}
+
+/// The keep-alive race: the target closes a pooled connection on reading the next
+/// request, before any response byte. GET and a PUT with `Content-Length: 0` are
+/// retried once on a fresh connection (200); a POST, and a PUT whose body was
+/// already streamed, are answered 502.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_race_retries_idempotent_requests_without_a_body() {
+    bounded(60, async {
+        let target = Scripted::start(Script::OnceThenClose).await;
+        let web = free_port();
+        // One worker: every client connection shares its pool of target connections.
+        let y = config(free_port(), web, &[], "", QUIET_HC, &[target.addr])
+            .replace("worker_threads: 2", "worker_threads: 1");
+        let _f = Fulcrum::start(&y).await;
+        let send = |raw: &'static str| async move {
+            let r = tokio::time::timeout(
+                Duration::from_secs(10),
+                http_request(local(web), raw.as_bytes()),
+            )
+            .await
+            .expect("an answer within 10 s");
+            r.unwrap_or_else(|e| panic!("{raw:?}: {e}"))
+        };
+        let cases: [(&str, &str, u16); 4] = [
+            ("GET", "GET /r HTTP/1.1\r\nHost: t\r\n\r\n", 200),
+            (
+                "PUT, Content-Length: 0",
+                "PUT /r HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n",
+                200,
+            ),
+            (
+                "POST",
+                "POST /r HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n",
+                502,
+            ),
+            (
+                "PUT with a body",
+                "PUT /r HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc",
+                502,
+            ),
+        ];
+        for (what, raw, want) in cases {
+            // A first request leaves a connection in the pool (the target answers it).
+            let warm = send("GET /warm HTTP/1.1\r\nHost: t\r\n\r\n").await;
+            assert_eq!(warm.status, 200, "warm-up before {what}: {warm:?}");
+            let before = target.st.accepted.load(Ordering::SeqCst);
+            let r = send(raw).await;
+            assert_eq!(r.status, want, "{what}: {r:?}");
+            let fresh = target.st.accepted.load(Ordering::SeqCst) - before;
+            if want == 200 {
+                assert_eq!(r.body, b"first", "{what}: answered on a fresh connection");
+                assert_eq!(fresh, 1, "{what}: one retry on one fresh connection");
+            } else {
+                assert_eq!(fresh, 0, "{what}: not retried");
+            }
+        }
     })
     .await;
 }

@@ -105,6 +105,23 @@ impl Setup {
         (r, closed)
     }
 
+    /// The JSON access-log line of the first request whose request line holds
+    /// `needle` (waits up to 5 s for the log writer).
+    async fn log_line(&self, needle: &str) -> serde_json::Value {
+        for _ in 0..50 {
+            let found = std::fs::read_to_string(&self.log)
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .find(|l| l["request"].as_str().is_some_and(|r| r.contains(needle)));
+            if let Some(l) = found {
+                return l;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("no access-log line for {needle}");
+    }
+
     async fn lb(&self, code: &str) -> f64 {
         self.f
             .metric(
@@ -370,6 +387,33 @@ async fn client_close_before_the_response_is_460() {
     bounded(60, client_gone(false)).await;
 }
 
+/// A client that closes in the middle of its request body is gone before its
+/// response as well: 460.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn client_close_mid_body_is_460() {
+    bounded(60, async {
+        let s = setup().await;
+        let mut c = Conn::connect(local(s.web)).await.unwrap();
+        c.send(b"POST /upload HTTP/1.1\r\nHost: test.local\r\nContent-Length: 100\r\n\r\nabc")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        drop(c);
+        let deadline = Instant::now() + Duration::from_secs(6);
+        while s.lb("460").await != 1.0 {
+            assert!(
+                Instant::now() < deadline,
+                "fulcrum_lb_responses_total{{code=\"460\"}} = {}, want 1",
+                s.lb("460").await
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let l = s.log_line("/upload").await;
+        assert_eq!(l["elb_status_code"], 460, "{l}");
+    })
+    .await;
+}
+
 /// 502: refused connect (one target; two, each tried once and counted as a retry),
 /// a reset in the response head, garbage, a head over 32 KiB, a close with the
 /// request outstanding. A reset in the body cuts the response short.
@@ -394,6 +438,16 @@ async fn target_failures_are_502() {
             )),
         }
         assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+        // A failed connect is logged with the group and the target it tried.
+        let l = s.log_line("/g/refused").await;
+        assert_eq!(l["elb_status_code"], 502, "{l}");
+        assert_eq!(l["target_group"], "refused", "{l}");
+        assert!(
+            l["target"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("127.0.0.1:")),
+            "{l}"
+        );
         assert_eq!(
             s.lb("502").await,
             groups.len() as f64,
@@ -429,6 +483,12 @@ async fn no_targets_is_503_and_target_answers_are_counted_by_class() {
         let (r, _) = s.send(&get_with("/g/empty", "")).await;
         assert_eq!(r.status, 503, "{r:?}");
         assert_eq!(r.header("x-backend"), None);
+        // The access log names the group even though no target answered.
+        let l = s.log_line("/g/empty").await;
+        assert_eq!(l["elb_status_code"], 503, "{l}");
+        assert_eq!(l["target_group"], "empty", "{l}");
+        assert_eq!(l["target"], serde_json::Value::Null, "{l}");
+        assert_eq!(l["target_status_code"], serde_json::Value::Null, "{l}");
         let (r, _) = s.send(&get_with("/g/sorry", "")).await;
         assert_eq!(r.status, 503, "{r:?}");
         assert_eq!(r.header("x-backend"), Some("raw"), "the target's own 503");
@@ -479,6 +539,79 @@ async fn no_targets_is_503_and_target_answers_are_counted_by_class() {
             c.closed_without_bytes(Duration::from_secs(5)).await,
             "no body after the head of a HEAD answer"
         );
+    })
+    .await;
+}
+
+/// After a 405, 463 or 503 to a bodiless HTTP/1.1 keep-alive request the
+/// connection carries on (no `Connection: close`): the next request on it is served.
+/// A 400 still closes it, and a HEAD refused with 463 gets the head alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn error_answers_keep_a_connection_that_can_go_on() {
+    bounded(60, async {
+        let s = setup().await;
+        let x31 = format!("X-Forwarded-For: {}\r\n", xff(31));
+        for (what, raw, want) in [
+            (
+                "TRACE",
+                "TRACE / HTTP/1.1\r\nHost: test.local\r\n\r\n".to_string(),
+                405,
+            ),
+            (
+                "31 addresses",
+                format!("GET / HTTP/1.1\r\nHost: test.local\r\n{x31}\r\n"),
+                463,
+            ),
+            (
+                "empty group",
+                "GET /g/empty HTTP/1.1\r\nHost: test.local\r\n\r\n".to_string(),
+                503,
+            ),
+            (
+                "empty group, Content-Length: 0",
+                "POST /g/empty HTTP/1.1\r\nHost: test.local\r\nContent-Length: 0\r\n\r\n"
+                    .to_string(),
+                503,
+            ),
+        ] {
+            let mut c = Conn::connect(local(s.web)).await.unwrap();
+            c.send(raw.as_bytes()).await.unwrap();
+            let r = c.read_response().await.unwrap();
+            assert_eq!(r.status, want, "{what}: {r:?}");
+            assert_eq!(r.header("connection"), None, "{what}: {r:?}");
+            c.send(b"GET /next HTTP/1.1\r\nHost: test.local\r\nConnection: close\r\n\r\n")
+                .await
+                .unwrap();
+            let next = c.read_response().await.unwrap();
+            assert_eq!(
+                next.status, 200,
+                "{what}: the next request on the connection: {next:?}"
+            );
+        }
+        // A 400 ends the connection.
+        let mut c = Conn::connect(local(s.web)).await.unwrap();
+        c.send(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n")
+            .await
+            .unwrap();
+        let r = c.read_response().await.unwrap();
+        assert_eq!(r.status, 400, "{r:?}");
+        assert_eq!(r.header("connection"), Some("close"), "{r:?}");
+        assert!(
+            c.closed_without_bytes(Duration::from_secs(5)).await,
+            "closed after the 400"
+        );
+        // HEAD: the head alone, and the connection goes on.
+        let mut c = Conn::connect(local(s.web)).await.unwrap();
+        c.send(format!("HEAD / HTTP/1.1\r\nHost: test.local\r\n{x31}\r\n").as_bytes())
+            .await
+            .unwrap();
+        let head = c.read_head().await.unwrap();
+        assert!(head.starts_with("HTTP/1.1 463"), "{head:?}");
+        c.send(b"GET /after-head HTTP/1.1\r\nHost: test.local\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let next = c.read_response().await.unwrap();
+        assert_eq!(next.status, 200, "no body bytes came between: {next:?}");
     })
     .await;
 }

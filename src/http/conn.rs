@@ -579,6 +579,26 @@ async fn request<C: Stream>(
         if let Err(e) = parsed {
             head_bytes_in(b, metrics, grown);
             let status = e.status();
+            // 501, 405 and 463 come from a head that parsed whole: its request line
+            // and user agent are logged; after 405 and 463 (checked last, with the
+            // framing known) a bodiless keep-alive request leaves the connection open.
+            let whole = matches!(
+                e,
+                head::RequestError::NotImplemented(_)
+                    | head::RequestError::MethodNotAllowed
+                    | head::RequestError::TooManyForwardedFor
+            );
+            let is_head = whole && b.req.method_kind == head::Method::Head;
+            let goes_on = matches!(
+                e,
+                head::RequestError::MethodNotAllowed | head::RequestError::TooManyForwardedFor
+            ) && can_go_on(b, cfg, born, draining);
+            if whole && b.rec.is_some() {
+                start_record(b, cfg, local_port, desync::Verdict::COMPLIANT);
+                if let Some(r) = b.rec.as_mut() {
+                    r.received_bytes -= grown as u64;
+                }
+            }
             if let Some(v) = desync::classify_error(e) {
                 metrics.desync(v.class.as_str());
                 if let Some(r) = b.rec.as_mut() {
@@ -588,13 +608,17 @@ async fn request<C: Stream>(
             }
             metrics.lb_response(status);
             tracing::debug!(listener = %listener, client = %peer, reason = e.reason(), "request refused with {status}");
-            if send_error(client, &mut b.out, status, true, false)
+            let sent = send_error(client, &mut b.out, status, !goes_on, is_head)
                 .await
-                .is_ok()
-            {
+                .is_ok();
+            if sent {
                 error_sent(b, metrics);
             }
             finish_record(&live, b, Some(status), Some(e.reason()));
+            if sent && goes_on {
+                b.client.drain(..b.req.head_len);
+                return true;
+            }
             return false;
         }
         metrics.bytes_in.increment((b.req.head_len - grown) as u64);
@@ -665,10 +689,13 @@ async fn request<C: Stream>(
             }
             Err(Fail::Status(code)) => {
                 metrics.lb_response(code);
-                if send_error(client, &mut b.out, code, true, is_head)
+                // A bodiless request left nothing unread: after a 502, 503 or 504
+                // the connection can carry the next one.
+                let goes_on = keep && can_go_on(b, cfg, born, draining);
+                let sent = send_error(client, &mut b.out, code, !goes_on, is_head)
                     .await
-                    .is_ok()
-                {
+                    .is_ok();
+                if sent {
                     error_sent(b, metrics);
                 }
                 let reason = match code {
@@ -678,11 +705,33 @@ async fn request<C: Stream>(
                     _ => "BadRequest",
                 };
                 finish_record(&live, b, Some(code), Some(reason));
-                return false;
+                if !(sent && goes_on) {
+                    return false;
+                }
             }
         }
     }
     true
+}
+
+/// Whether the connection can carry another request after an error the balancer
+/// answers itself (SPEC §3: `Connection: close` only where it cannot): an HTTP/1.1
+/// keep-alive request without a body (nothing of it is left unread), the
+/// connection not past `client_keep_alive`, no shutdown under way.
+fn can_go_on(
+    b: &Bufs,
+    cfg: &Listener,
+    born: Instant,
+    draining: &tokio::sync::watch::Receiver<bool>,
+) -> bool {
+    b.req.version == Version::Http11
+        && b.req.keep_alive
+        && matches!(
+            b.req.framing,
+            BodyFraming::None | BodyFraming::ContentLength(0)
+        )
+        && b.t0.saturating_duration_since(born) < cfg.client_keep_alive
+        && !*draining.borrow()
 }
 
 fn class_word(c: desync::Class) -> &'static str {
@@ -704,7 +753,11 @@ fn start_record(b: &mut Bufs, cfg: &Listener, local_port: u16, verdict: desync::
         "http"
     };
     let host = b.req.host(buf).map_or("-".into(), String::from_utf8_lossy);
-    let host = host.split(':').next().unwrap_or("-");
+    // Without its port; an IPv6 literal keeps its brackets.
+    let host = match host.strip_prefix('[').and_then(|h| h.split_once(']')) {
+        Some((v6, _)) => &host[..v6.len() + 2],
+        None => host.split(':').next().unwrap_or("-"),
+    };
     let version = if b.req.version == Version::Http10 {
         "HTTP/1.0"
     } else {
@@ -911,7 +964,7 @@ async fn exchange<C: Stream>(
             let close = !(keep && body_done);
             let status = fr.status;
             b.out.clear();
-            let reason = reason_phrase(fr.status);
+            let reason = head::canonical_reason(fr.status);
             b.out.extend_from_slice(
                 format!(
                     "HTTP/1.1 {} {reason}\r\nServer: fulcrum\r\nContent-Type: {}\r\nContent-Length: {}\r\n{}\r\n",
@@ -950,7 +1003,7 @@ async fn exchange<C: Stream>(
                 format!(
                     "HTTP/1.1 {} {}\r\nServer: fulcrum\r\nLocation: {location}\r\nContent-Length: 0\r\n{}\r\n",
                     r.status,
-                    reason_phrase(r.status),
+                    head::canonical_reason(r.status),
                     connection_line(close, b.req.version)
                 )
                 .as_bytes(),
@@ -991,27 +1044,6 @@ fn answered_by_lb(b: &mut Bufs, metrics: &crate::metrics::ListenerMetrics) {
     metrics.bytes_out.increment(b.out.len() as u64);
     if let Some(r) = b.rec.as_mut() {
         r.sent_bytes = b.out.len() as u64;
-    }
-}
-
-fn reason_phrase(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        201 => "Created",
-        202 => "Accepted",
-        204 => "No Content",
-        301 => "Moved Permanently",
-        302 => "Found",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        429 => "Too Many Requests",
-        500 => "Internal Server Error",
-        502 => "Bad Gateway",
-        503 => "Service Unavailable",
-        504 => "Gateway Timeout",
-        _ => "Status",
     }
 }
 
@@ -1094,7 +1126,9 @@ async fn discard_body<C: Stream>(
                 // The listener's idle_timeout bounds each wait for body bytes.
                 match tokio::time::timeout(idle, read_more(client, &mut b.client)).await {
                     Ok(Ok(k)) if k > 0 => {}
-                    _ => return Err(Fail::Client),
+                    // Closed or reset mid-body: gone before its response (460).
+                    Ok(_) => return Err(Fail::ClientGone),
+                    Err(_) => return Err(Fail::Client),
                 }
             }
         }
@@ -1117,7 +1151,9 @@ async fn discard_body<C: Stream>(
                 // The listener's idle_timeout bounds each wait for body bytes.
                 match tokio::time::timeout(idle, read_more(client, &mut b.client)).await {
                     Ok(Ok(k)) if k > 0 => {}
-                    _ => return Err(Fail::Client),
+                    // Closed or reset mid-body: gone before its response (460).
+                    Ok(_) => return Err(Fail::ClientGone),
+                    Err(_) => return Err(Fail::Client),
                 }
             }
         }
@@ -1175,6 +1211,9 @@ async fn proxy<C: Stream>(
     if let Some(r) = b.rec.as_mut() {
         r.trace_id = Some(b.trace.clone());
         r.actions_executed = "forward";
+        // Logged with the request's answer, whatever it is (a 503 of an empty
+        // group, a 502 or 504 of a failed connect included).
+        r.target_group = Some(Arc::from(gcfg.name.as_str()));
     }
     let extra_all: [(&str, &str); 2] = [("X-Amzn-Trace-Id", &b.trace), ("Connection", "close")];
     // A WebSocket upgrade already carries `Connection: upgrade`; its target
@@ -1234,6 +1273,9 @@ async fn proxy<C: Stream>(
                 if retried {
                     gm.retry();
                 }
+                if let Some(r) = b.rec.as_mut() {
+                    r.target = Some(gcfg.targets[ti].addr);
+                }
                 ti
             }
             Err(e) => {
@@ -1277,8 +1319,6 @@ async fn proxy<C: Stream>(
         lstate.requests(gid, &gcfg.name).increment(1);
         let sent_at = Instant::now();
         if let Some(r) = b.rec.as_mut() {
-            r.target = Some(tcfg.addr);
-            r.target_group = Some(Arc::from(gcfg.name.as_str()));
             r.request_processing = Some(b.t0.elapsed());
         }
 
@@ -1288,6 +1328,8 @@ async fn proxy<C: Stream>(
         loop {
             let wrote = up.write_all(&head_bytes).await;
             let no_body = matches!(framing, BodyFraming::None);
+            // Nothing of the body can have been streamed: none, or an empty one.
+            let empty_body = no_body || matches!(framing, BodyFraming::ContentLength(0));
             if wrote.is_ok() {
                 if !no_body {
                     if expect_continue {
@@ -1313,7 +1355,7 @@ async fn proxy<C: Stream>(
                 match read_response_head(client, &mut up, b, method_head, timer, idle).await {
                     Ok(()) => break,
                     Err(RespFail::ClosedBeforeAnyByte)
-                        if pooled && !attempt_fresh && idempotent && no_body => {}
+                        if pooled && !attempt_fresh && idempotent && empty_body => {}
                     Err(RespFail::ClosedBeforeAnyByte) | Err(RespFail::Io) => {
                         gm.connection_error();
                         b.out = head_bytes;
@@ -1332,7 +1374,8 @@ async fn proxy<C: Stream>(
                         return Err(Fail::ClientGone);
                     }
                 }
-            } else if !(pooled && !attempt_fresh && idempotent && no_body) {
+            } else if !(pooled && !attempt_fresh && idempotent) {
+                // The head did not leave: the body, if any, is still unread.
                 gm.connection_error();
                 b.out = head_bytes;
                 return Err(Fail::Status(502));
@@ -1588,7 +1631,9 @@ async fn stream_request_body<C: Stream>(
                 }
                 match tokio::time::timeout(idle, read_more(client, &mut b.client)).await {
                     Ok(Ok(k)) if k > 0 => {}
-                    _ => return Err(Fail::Client),
+                    // Closed or reset mid-body: gone before its response (460).
+                    Ok(_) => return Err(Fail::ClientGone),
+                    Err(_) => return Err(Fail::Client),
                 }
             }
         }
@@ -1609,7 +1654,9 @@ async fn stream_request_body<C: Stream>(
                 }
                 match tokio::time::timeout(idle, read_more(client, &mut b.client)).await {
                     Ok(Ok(k)) if k > 0 => {}
-                    _ => return Err(Fail::Client),
+                    // Closed or reset mid-body: gone before its response (460).
+                    Ok(_) => return Err(Fail::ClientGone),
+                    Err(_) => return Err(Fail::Client),
                 }
             }
         }

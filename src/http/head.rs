@@ -500,11 +500,15 @@ fn classify_request(
         Some("BadContentLength")
     } else if f.cl.differ {
         Some("MultipleContentLength")
+    } else if f.te.chunked > 1 {
+        Some("MultipleTransferEncodingChunked")
     } else if f.te.malformed() {
         Some("BadTransferEncoding")
     } else if f.te.any && f.cl.count > 0 && limits.reject_te_with_cl {
         Some("BothTeClPresent")
-    } else if head.host.is_none() && v11 {
+    } else if f.hosts == 0 && v11 {
+        // A Host header is required in HTTP/1.1 even with an absolute-form target
+        // (RFC 9112 §3.2), whose authority then routes.
         Some("MissingHost")
     } else {
         None
@@ -514,12 +518,6 @@ fn classify_request(
     }
     if f.te.any && !f.te.lone_chunked() {
         return Err(RequestError::NotImplemented("UnsupportedTransferEncoding"));
-    }
-    if method == b"TRACE" {
-        return Err(RequestError::MethodNotAllowed);
-    }
-    if f.xff > MAX_FORWARDED_FOR {
-        return Err(RequestError::TooManyForwardedFor);
     }
 
     head.framing = match (f.te.any, f.cl.value) {
@@ -545,5 +543,12 @@ fn classify_request(
         && f.upgrade_ws
         && f.conn.upgrade;
     head.xff_count = f.xff;
+    // Last, with the framing known: the connection can go on after these answers.
+    if method == b"TRACE" {
+        return Err(RequestError::MethodNotAllowed);
+    }
+    if f.xff > MAX_FORWARDED_FOR {
+        return Err(RequestError::TooManyForwardedFor);
+    }
     Ok(Some(()))
 }

@@ -48,7 +48,13 @@ pub fn location(
     let new_query = expand(&r.query, proto, host, &port_s, path, query);
     let default =
         (new_proto == "http" && new_port == "80") || (new_proto == "https" && new_port == "443");
-    let mut out = format!("{new_proto}://{new_host}");
+    // An IPv6 literal (the request's Host, `#{host}`, is kept without brackets
+    // for the rules) goes back into brackets.
+    let mut out = if new_host.contains(':') && !new_host.starts_with('[') {
+        format!("{new_proto}://[{new_host}]")
+    } else {
+        format!("{new_proto}://{new_host}")
+    };
     if !default {
         out.push(':');
         out.push_str(&new_port);
@@ -123,6 +129,21 @@ mod tests {
         assert_eq!(
             location(&y, "http", "h", 8000, "/x", "q=1"),
             "http://h:8000/moved"
+        );
+    }
+
+    #[test]
+    fn an_ipv6_host_goes_back_into_brackets() {
+        let x = r(
+            RedirectProtocol::Https,
+            "#{host}",
+            "#{port}",
+            "/#{path}",
+            "",
+        );
+        assert_eq!(
+            location(&x, "http", "::1", 8080, "/a", ""),
+            "https://[::1]/a"
         );
     }
 }

@@ -63,8 +63,8 @@ fn refused_requests() {
         ("TE space before colon", &["POST / HTTP/1.1", "Host: a", "Transfer-Encoding : chunked"], bad("BadTransferEncoding")),
         ("TE chunked then TE x", &["POST / HTTP/1.1", "Host: a", "Transfer-Encoding: chunked", "Transfer-Encoding: x"], bad("BadTransferEncoding")),
         ("TE chunked, identity", &["POST / HTTP/1.1", "Host: a", "Transfer-Encoding: chunked, identity"], bad("BadTransferEncoding")),
-        ("TE chunked twice in one", &["POST / HTTP/1.1", "Host: a", "Transfer-Encoding: chunked, chunked"], bad("BadTransferEncoding")),
-        ("TE chunked twice in two", &["POST / HTTP/1.1", "Host: a", "Transfer-Encoding: chunked", "Transfer-Encoding: chunked"], bad("BadTransferEncoding")),
+        ("TE chunked twice in one", &["POST / HTTP/1.1", "Host: a", "Transfer-Encoding: chunked, chunked"], bad("MultipleTransferEncodingChunked")),
+        ("TE chunked twice in two", &["POST / HTTP/1.1", "Host: a", "Transfer-Encoding: chunked", "Transfer-Encoding: chunked"], bad("MultipleTransferEncodingChunked")),
         ("TE chunked;foo", &["POST / HTTP/1.1", "Host: a", "Transfer-Encoding: chunked;foo"], bad("BadTransferEncoding")),
         ("TE chunked with junk after space", &["POST / HTTP/1.1", "Host: a", "Transfer-Encoding: chunked foo"], bad("BadTransferEncoding")),
         ("TE trailing comma", &["POST / HTTP/1.1", "Host: a", "Transfer-Encoding: chunked,"], bad("BadTransferEncoding")),
@@ -109,6 +109,7 @@ fn refused_requests() {
         ("NUL in name", &["GET / HTTP/1.1", "Host: a", "X\0A: b"], bad("BadHeader")),
         // Host
         ("HTTP/1.1 without Host", &["GET / HTTP/1.1"], bad("MissingHost")),
+        ("absolute-form without Host", &["GET http://a/ HTTP/1.1"], bad("MissingHost")),
         ("two Hosts", &["GET / HTTP/1.1", "Host: a", "Host: b"], bad("MultipleHost")),
         ("two Hosts, same value", &["GET / HTTP/1.1", "Host: a", "Host: a"], bad("MultipleHost")),
         ("HTTP/1.0 with two Hosts", &["GET / HTTP/1.0", "Host: a", "Host: b"], bad("MultipleHost")),
