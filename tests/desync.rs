@@ -100,6 +100,46 @@ async fn spaces_in_the_target() {
     .await;
 }
 
+/// Control characters other than NUL and CR in the target (`AmbiguousUri`,
+/// Ambiguous): strictest answers 400; defensive forwards and then closes, monitor
+/// forwards, each with the bytes percent-encoded so no target sees one; NUL in the
+/// target stays a Severe `BadUri` (400 everywhere).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn control_characters_in_the_target() {
+    bounded(120, async {
+        let lab = lab().await;
+        let mut wrong = Vec::new();
+        let raw = "GET /amb\x01x\ty HTTP/1.1\r\nHost: test.local\r\n\r\n";
+        run_case(
+            &lab,
+            "control bytes in the target",
+            raw,
+            Want::Ambiguous { lenient: false },
+            &mut wrong,
+        )
+        .await;
+        let seen: Vec<_> = lab
+            .raw
+            .requests()
+            .into_iter()
+            .map(|r| r.target)
+            .filter(|t| t.starts_with("/amb"))
+            .collect();
+        assert_eq!(seen, ["/amb%01x%09y", "/amb%01x%09y"], "{seen:?}");
+        let nul = "GET /nul\x00x HTTP/1.1\r\nHost: test.local\r\n\r\n";
+        run_case(
+            &lab,
+            "NUL in the target",
+            nul,
+            Want::Refused(&[400]),
+            &mut wrong,
+        )
+        .await;
+        report(wrong);
+    })
+    .await;
+}
+
 /// Control characters other than NUL and CR in a header value
 /// (`NonCompliantHeader`, Acceptable): strictest answers 400; defensive and monitor
 /// forward the request with each such byte as a space, so no target sees one; the
@@ -396,6 +436,33 @@ fn desync_count(m: &str, listener: &str, class: &str) -> f64 {
             )
         })
         .sum()
+}
+
+/// 400 comes before 405 and 463 (SPEC §3), a desync block's 400 too: a GET with
+/// `Content-Length: 0` (acceptable) and 31 X-Forwarded-For addresses is 463 in
+/// monitor and defensive, 400 in strictest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_desync_block_comes_before_405_and_463() {
+    bounded(60, async {
+        let lab = lab().await;
+        let addrs: Vec<String> = (1..=31).map(|i| format!("10.0.0.{i}")).collect();
+        let raw = format!(
+            "GET /p HTTP/1.1\r\nHost: test.local\r\nContent-Length: 0\r\nX-Forwarded-For: {}\r\nConnection: close\r\n\r\n",
+            addrs.join(", ")
+        );
+        for (mode, port) in &lab.ports {
+            let r = http_request(local(*port), raw.as_bytes()).await.unwrap();
+            let want = if *mode == "strictest" { 400 } else { 463 };
+            assert_eq!(r.status, want, "{mode}: {r:?}");
+        }
+        let trace = "TRACE /t HTTP/1.1\r\nHost: test.local\r\nX-Note: a\x01b\r\nConnection: close\r\n\r\n";
+        for (mode, port) in &lab.ports {
+            let r = http_request(local(*port), trace.as_bytes()).await.unwrap();
+            let want = if *mode == "strictest" { 400 } else { 405 };
+            assert_eq!(r.status, want, "TRACE with a control byte in a header, {mode}: {r:?}");
+        }
+    })
+    .await;
 }
 
 /// GET with a `Content-Length: 5` body is ambiguous (UndefinedContentLengthSemantics):

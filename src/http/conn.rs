@@ -516,24 +516,28 @@ async fn request<C: Stream>(
         // The head must arrive whole within header_timeout of its first byte.
         let deadline = tokio::time::Instant::from_std(b.t0) + cfg.header_timeout;
         b.req.clear();
-        // Bytes added by encoding spaces in the target (not received from the client).
+        // Bytes added by encoding spaces or control characters in the target (not
+        // received from the client), and which of the two it was.
         let mut grown = 0;
+        let mut encoded: Option<&'static str> = None;
         // Control characters in header values replaced by spaces (NonCompliantHeader).
         let mut blanked = false;
         let parsed = loop {
             match head::parse_request(&b.client, &limits, &mut b.req) {
                 Ok(Some(())) => break Ok(()),
                 Ok(None) => {}
-                // Acceptable in ALB's table: allowed unless strictest, with the spaces
-                // encoded as %20 so that no target can split the line differently.
-                Err(head::RequestError::BadRequest("SpaceInUri"))
+                // Acceptable (spaces) and Ambiguous (control characters) in ALB's
+                // table: allowed unless strictest, percent-encoded so that no target
+                // can split or read the line differently.
+                Err(head::RequestError::BadRequest(r @ ("SpaceInUri" | "AmbiguousUri")))
                     if grown == 0
                         && cfg.desync_mitigation != crate::snapshot::DesyncMode::Strictest =>
                 {
                     let before = b.client.len();
-                    if !head::encode_spaces_in_target(&mut b.client) {
-                        break Err(head::RequestError::BadRequest("SpaceInUri"));
+                    if !head::encode_target(&mut b.client) {
+                        break Err(head::RequestError::BadRequest(r));
                     }
+                    encoded = Some(r);
                     grown = b.client.len() - before;
                     // The limits apply to the line as the client sent it.
                     limits.max_line = limits.max_line.saturating_add(grown);
@@ -578,6 +582,32 @@ async fn request<C: Stream>(
         };
         if let Err(e) = parsed {
             head_bytes_in(b, metrics, grown);
+            // 400 comes before 405 and 463 (SPEC §3), a desync block's too: those
+            // two are found on a head parsed whole, which can be classified.
+            let after_400 = matches!(
+                e,
+                head::RequestError::MethodNotAllowed | head::RequestError::TooManyForwardedFor
+            );
+            if after_400 {
+                let v = desync::classify(&b.client, &b.req);
+                if desync::act(cfg.desync_mitigation, v.class) == desync::Act::Block {
+                    start_record(b, cfg, local_port, v);
+                    if let Some(r) = b.rec.as_mut() {
+                        r.received_bytes -= grown as u64;
+                    }
+                    metrics.desync(v.class.as_str());
+                    metrics.lb_response(400);
+                    let is_head = b.req.method_kind == head::Method::Head;
+                    if send_error(client, &mut b.out, 400, true, is_head)
+                        .await
+                        .is_ok()
+                    {
+                        error_sent(b, metrics);
+                    }
+                    finish_record(&live, b, Some(400), Some("DesyncMitigation"));
+                    return false;
+                }
+            }
             let status = e.status();
             // 501, 405 and 463 come from a head that parsed whole: its request line
             // and user agent are logged; after 405 and 463 (checked last, with the
@@ -624,11 +654,15 @@ async fn request<C: Stream>(
         metrics.bytes_in.increment((b.req.head_len - grown) as u64);
         let is_head = b.req.method_kind == head::Method::Head;
         let mut verdict = desync::classify(&b.client, &b.req);
-        if grown > 0 && verdict.class == desync::Class::Compliant {
-            verdict = desync::Verdict {
-                class: desync::Class::Acceptable,
-                reason: "SpaceInUri",
+        if let Some(reason) = encoded {
+            let class = if reason == "AmbiguousUri" {
+                desync::Class::Ambiguous
+            } else {
+                desync::Class::Acceptable
             };
+            if class > verdict.class {
+                verdict = desync::Verdict { class, reason };
+            }
         }
         if blanked && verdict.class == desync::Class::Compliant {
             verdict = desync::Verdict {
@@ -1020,7 +1054,7 @@ async fn exchange<C: Stream>(
 
 /// A request that ends before its head parsed (refused, timed out, or the client
 /// left): what it sent counts as processed bytes in and as the record's received
-/// bytes (less `grown`, bytes the balancer added by encoding spaces).
+/// bytes (less `grown`, bytes the balancer added by encoding the target).
 fn head_bytes_in(b: &mut Bufs, metrics: &crate::metrics::ListenerMetrics, grown: usize) {
     let n = b.client.len().saturating_sub(grown) as u64;
     metrics.bytes_in.increment(n);

@@ -200,7 +200,8 @@ impl RequestHead {
 pub enum RequestError {
     /// 400, with ALB's reason name where it has one (`BothTeClPresent`,
     /// `MultipleContentLength`, `BadContentLength`, `BadTransferEncoding`, `BadHeader`,
-    /// `SpaceInUri`, `BadUri`, `BadMethod`, `BadVersion`) or ours (`MissingHost`,
+    /// `MultipleTransferEncodingChunked`, `SpaceInUri`, `AmbiguousUri`, `BadUri`,
+    /// `BadMethod`, `BadVersion`) or ours (`MissingHost`,
     /// `MultipleHost`, `BadHost`, `LineTooLong`, `HeaderTooLong`, `HeadTooLarge`,
     /// `TooManyHeaders`, `Malformed`).
     BadRequest(&'static str),
@@ -293,13 +294,16 @@ pub fn parse_request(
     )
 }
 
-/// A request whose only fault is unencoded spaces in its target (`SpaceInUri`,
-/// Acceptable in ALB's table) can be allowed: this rewrites the request line at the
-/// start of `buf` in place with each space inside the target as `%20`, so that the
-/// request parses and no target sees a space it could split differently. Call it
-/// only after [`parse_request`] answered `BadRequest("SpaceInUri")` for `buf`;
-/// `false` (nothing changed) when the line is not `METHOD SP target SP version`.
-pub fn encode_spaces_in_target(buf: &mut Vec<u8>) -> bool {
+/// A request whose only fault is unencoded spaces (`SpaceInUri`, Acceptable in
+/// ALB's table) or control characters other than NUL and CR (`AmbiguousUri`,
+/// Ambiguous) in its target can be allowed: this rewrites the request line at the
+/// start of `buf` in place with each such byte inside the target percent-encoded
+/// (`%20`, `%09`, `%7F`, ...), so that the request parses and no target sees a byte
+/// it could split or read differently. Call it only after [`parse_request`]
+/// answered `BadRequest("SpaceInUri")` or `BadRequest("AmbiguousUri")` for `buf`;
+/// `false` (nothing changed) when the line is not `METHOD SP target SP version` or
+/// its target holds no such byte.
+pub fn encode_target(buf: &mut Vec<u8>) -> bool {
     // Empty lines before the request line are allowed (RFC 9112 §2.2).
     let start = buf
         .iter()
@@ -320,14 +324,19 @@ pub fn encode_spaces_in_target(buf: &mut Vec<u8>) -> bool {
     if last <= first + 1 {
         return false;
     }
-    let spaces = line[first + 1..last].iter().filter(|&&b| b == b' ').count();
-    if spaces == 0 {
+    let encoded = |b: u8| b == b' ' || b < 0x20 || b == 0x7f;
+    let n = line[first + 1..last]
+        .iter()
+        .filter(|&&b| encoded(b))
+        .count();
+    if n == 0 {
         return false;
     }
-    let mut target = Vec::with_capacity(last - first - 1 + 2 * spaces);
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut target = Vec::with_capacity(last - first - 1 + 2 * n);
     for &b in &line[first + 1..last] {
-        if b == b' ' {
-            target.extend_from_slice(b"%20");
+        if encoded(b) {
+            target.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
         } else {
             target.push(b);
         }

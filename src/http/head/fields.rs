@@ -391,8 +391,11 @@ pub(super) fn diagnose_request_line(line: &[u8]) -> Option<&'static str> {
     }
     if uri.is_empty() || uri.starts_with(b" ") || uri.ends_with(b" ") {
         Some("Malformed")
-    } else if uri.iter().any(|&b| b < 0x20 || b == 0x7f) || std::str::from_utf8(uri).is_err() {
+    } else if uri.iter().any(|&b| b == 0 || b == b'\r') || std::str::from_utf8(uri).is_err() {
         Some("BadUri")
+    } else if uri.iter().any(|&b| b < 0x20 || b == 0x7f) {
+        // Other control characters: Ambiguous in ALB's table.
+        Some("AmbiguousUri")
     } else if uri.contains(&b' ') {
         Some("SpaceInUri")
     } else {

@@ -470,7 +470,7 @@ fn spaces_in_the_target_are_encoded_in_place() {
         parse_request(&buf, &Limits::default(), &mut h),
         Err(RequestError::BadRequest("SpaceInUri"))
     );
-    assert!(encode_spaces_in_target(&mut buf));
+    assert!(encode_target(&mut buf));
     assert_eq!(
         buf,
         b"\r\nGET /a%20b/c%20%20d?q=x%20y HTTP/1.1\r\nHost: a\r\n\r\nGET /next HTTP/1.1\r\n"
@@ -489,9 +489,36 @@ fn spaces_in_the_target_are_encoded_in_place() {
         b"no line end",
     ] {
         let mut b = line.to_vec();
-        assert!(!encode_spaces_in_target(&mut b), "{line:?}");
+        assert!(!encode_target(&mut b), "{line:?}");
         assert_eq!(b, line);
     }
+}
+
+/// Control characters other than NUL and CR in the target are `AmbiguousUri`, and
+/// are percent-encoded like spaces (upper-case hex); NUL stays `BadUri`.
+#[test]
+fn control_characters_in_the_target_are_encoded_in_place() {
+    let mut buf = b"GET /a\x01b\tc d\x7f HTTP/1.1\r\nHost: a\r\n\r\n".to_vec();
+    let mut h = RequestHead::default();
+    assert_eq!(
+        parse_request(&buf, &Limits::default(), &mut h),
+        Err(RequestError::BadRequest("AmbiguousUri"))
+    );
+    assert!(encode_target(&mut buf));
+    assert_eq!(
+        buf,
+        b"GET /a%01b%09c%20d%7F HTTP/1.1\r\nHost: a\r\n\r\n".to_vec()
+    );
+    let mut h = RequestHead::default();
+    assert_eq!(
+        parse_request(&buf, &Limits::default(), &mut h),
+        Ok(Some(()))
+    );
+    let nul = b"GET /a\x00b HTTP/1.1\r\nHost: a\r\n\r\n";
+    assert_eq!(
+        parse_request(nul, &Limits::default(), &mut RequestHead::default()),
+        Err(RequestError::BadRequest("BadUri"))
+    );
 }
 
 /// Control characters other than NUL and CR in header values become spaces in
