@@ -324,7 +324,8 @@ pub fn encode_target(buf: &mut Vec<u8>) -> bool {
     if last <= first + 1 {
         return false;
     }
-    let encoded = |b: u8| b == b' ' || b < 0x20 || b == 0x7f;
+    // Space and the control characters below it, and DEL.
+    let encoded = |b: u8| b <= b' ' || b == 0x7f;
     let n = line[first + 1..last]
         .iter()
         .filter(|&&b| encoded(b))
