@@ -207,7 +207,10 @@ fn decode_group(cx: &mut Ctx, f: &Fields, id: GroupId, name: String) -> TargetGr
         .is_none_or(|b| b.v);
     let keep_alive_timeout = f
         .get("keep_alive_timeout")
-        .and_then(|n| duration(e, n, &f.at("keep_alive_timeout"), SEC, secs(3600)))
+        .and_then(|n| {
+            let min = Duration::from_millis(100);
+            duration(e, n, &f.at("keep_alive_timeout"), min, secs(3600))
+        })
         .map_or(secs(50), |d| d.v);
     let stickiness = f
         .get("stickiness")

@@ -264,7 +264,10 @@ fn decode_listener(cx: &mut Ctx, f: &Fields, refs: &Refs, id: ListenerId) -> Opt
         .map_or(secs(3600), |d| d.v);
     let header_timeout = f
         .get("header_timeout")
-        .and_then(|n| duration(e, n, &f.at("header_timeout"), secs(1), secs(3600)))
+        .and_then(|n| {
+            let min = Duration::from_millis(100);
+            duration(e, n, &f.at("header_timeout"), min, secs(3600))
+        })
         .map_or(secs(10), |d| d.v);
     let xff = f
         .get("xff")

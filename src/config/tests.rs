@@ -746,6 +746,30 @@ fn bind_syntax() {
 }
 
 #[test]
+fn short_header_and_keep_alive_timeouts_are_allowed_down_to_100ms() {
+    let s = load_ok(&with_listener(
+        "    header_timeout: 500ms\n    default_action: {forward: web}\n",
+    ));
+    assert_eq!(s.listeners[0].header_timeout, Duration::from_millis(500));
+    only(
+        &with_listener("    header_timeout: 50ms\n    default_action: {forward: web}\n"),
+        "7:21",
+        "must be from 100ms to 1h, got 50ms",
+    );
+    let s = load_ok(
+        &with_listener("    default_action: {forward: web}\n").replacen(
+            "name: web",
+            "name: web\n    keep_alive_timeout: 250ms",
+            1,
+        ),
+    );
+    assert_eq!(
+        s.target_groups[0].keep_alive_timeout,
+        Duration::from_millis(250)
+    );
+}
+
+#[test]
 fn listener_timeouts_ranges() {
     only(
         &with_listener("    idle_timeout: 4001s\n    default_action: {forward: web}\n"),
