@@ -526,7 +526,7 @@ impl Control {
                 }
             }
         }
-        self.checks.sync(&self.shared, &new_live, false);
+        self.checks.sync(&self.shared, &new_live, None);
         // Alerts follow the new settings; pending events stay in the spool.
         let current = self.shared.alerts.load_full();
         match (&new_live.snapshot.alerts, current) {

@@ -41,8 +41,8 @@ fn assert_two_checks(took: Duration, what: &str) {
     );
 }
 
-/// Waits until `b` has seen two checks: after the first round, the second check of
-/// each target comes at a spread offset; from then on they run every interval.
+/// Waits until `b` has seen two checks: the first round at start, then one interval
+/// later the second; from then on they run every interval.
 async fn settled(b: &Backend) {
     eventually(ms(5000), "two health checks", || async {
         (b.health_checks() >= 2).then_some(())
@@ -544,6 +544,51 @@ async fn a_reloaded_interval_applies_at_once() {
         assert!(
             took >= ms(1500),
             "three checks {took:?} after the reload: faster than every 1 s"
+        );
+        assert_eq!(f.state_of("web", a.addr).await, "healthy");
+    })
+    .await;
+}
+
+/// Checks run every `interval`: the second check of a target comes one interval
+/// after the first round at start (not earlier), the third one interval later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_check_after_the_first_round_comes_one_interval_later() {
+    bounded(60, async {
+        let a = Backend::start("cad-a").await;
+        let (admin, web) = (free_port(), free_port());
+        let cfg = lb_config(
+            NODE,
+            admin,
+            &[("web", "http", web, "web")],
+            &[group(
+                "web",
+                "http",
+                &[],
+                "path: /hc, interval: 4s, timeout: 1s",
+                &[tgt(a.addr)],
+            )],
+        );
+        let t0 = Instant::now();
+        let f = Fulcrum::start(&cfg).await;
+        assert_eq!(a.health_checks(), 1, "the first round");
+        eventually(ms(8000), "a second check", || async {
+            (a.health_checks() >= 2).then_some(())
+        })
+        .await;
+        let second = t0.elapsed();
+        assert!(
+            second >= ms(3500) && second < ms(7000),
+            "second check {second:?} after start; interval 4 s"
+        );
+        eventually(ms(8000), "a third check", || async {
+            (a.health_checks() >= 3).then_some(())
+        })
+        .await;
+        let gap = t0.elapsed() - second;
+        assert!(
+            gap >= ms(3000) && gap < ms(6000),
+            "third check {gap:?} after the second"
         );
         assert_eq!(f.state_of("web", a.addr).await, "healthy");
     })

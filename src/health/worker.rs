@@ -1,6 +1,6 @@
 //! The health-check workers: one task per target on the control runtime, off the
-//! data path. Checks of a group spread over its interval (no thundering herd);
-//! the first round at start runs at once. Results drive the pure state machine,
+//! data path. Each target is checked every interval of its group, on a fixed
+//! cadence; the first round at start runs at once for every target. Results drive the pure state machine,
 //! whose state the data path reads from one atomic per target. Also: draining of
 //! targets that a reload removed, and the health gauges.
 
@@ -272,18 +272,12 @@ async fn run(
     }
 }
 
-/// A stable offset in `0..interval` for a target, so checks spread out.
-fn spread(group: &str, address: &str, interval: Duration) -> Duration {
-    let h = crate::balancer::cookie::opaque_id(&[group, address]);
-    let ms = interval.as_millis().max(1) as u64;
-    Duration::from_millis(h % ms)
-}
-
 impl Checks {
     /// Runs the first check of every target at once and waits for them all
     /// (bounded by the longest check timeout), then starts the periodic checks.
     pub async fn start(shared: &Arc<Shared>) -> Checks {
         let live = shared.live.load_full();
+        let round = tokio::time::Instant::now();
         let mut first = Vec::new();
         for (g, lg) in live.snapshot.target_groups.iter().zip(&live.groups) {
             for (t, st) in g.targets.iter().zip(&lg.targets) {
@@ -305,13 +299,19 @@ impl Checks {
             publish_gauges(&live, &g.name);
         }
         let mut checks = Checks::default();
-        checks.sync(shared, &live, true);
+        checks.sync(shared, &live, Some(round));
         checks
     }
 
     /// Matches the running check tasks to the published view: targets new to it
-    /// are checked at once, removed ones stop being checked.
-    pub fn sync(&mut self, shared: &Arc<Shared>, live: &Live, after_first_round: bool) {
+    /// are checked at once, removed ones stop being checked. `first_round`: when
+    /// the first round (every target checked at start) began.
+    pub fn sync(
+        &mut self,
+        shared: &Arc<Shared>,
+        live: &Live,
+        first_round: Option<tokio::time::Instant>,
+    ) {
         let mut wanted = HashMap::new();
         for (g, lg) in live.snapshot.target_groups.iter().zip(&live.groups) {
             for (t, st) in g.targets.iter().zip(&lg.targets) {
@@ -343,16 +343,16 @@ impl Checks {
             if self.tasks.contains_key(&k) {
                 continue;
             }
-            // A target checked in the first round (or already checked before a
-            // reload changed its interval) has its next check at a stable spread
-            // offset in the second half of one interval; a new one (added by a
-            // reload) is checked at once.
-            let first = if after_first_round || rescheduled.contains(&k) {
-                // Between half an interval and one: never more than an interval
-                // after the last check, never two checks in a row at once.
-                interval / 2 + spread(&k.0, &k.1, interval / 2)
-            } else {
-                Duration::ZERO
+            // Every `interval` (SPEC §4): a target checked in the first round is
+            // checked next one interval after that round began, one whose
+            // interval a reload changed one new interval from now; a new one
+            // (added by a reload) is checked at once.
+            let first = match first_round {
+                Some(began) => {
+                    (began + interval).saturating_duration_since(tokio::time::Instant::now())
+                }
+                None if rescheduled.contains(&k) => interval,
+                None => Duration::ZERO,
             };
             let task = tokio::spawn(run(shared.clone(), k.0.clone(), k.1.clone(), st, first));
             self.tasks.insert(k, (task, interval));
