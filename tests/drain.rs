@@ -57,7 +57,8 @@ async fn start_on_some(
 /// `deregistration_delay: 5s`: a `/slow?ms=2000` request in flight on the removed
 /// target completes 200 while new requests go to the other target; the status shows
 /// the removed target `draining` (`Target.DeregistrationInProgress`, in_flight 1)
-/// while the request runs, and it leaves the status after the delay.
+/// while the request runs, its connection closes with the answer (not pooled
+/// again), and the target leaves the status after the delay.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn in_flight_request_finishes_while_new_ones_move() {
     bounded(60, async {
@@ -96,6 +97,15 @@ async fn in_flight_request_finishes_while_new_ones_move() {
         let r = req.await.unwrap();
         assert_eq!((r.status, r.text()), (200, gone.name.clone()), "{r:?}");
         assert!(started.elapsed() >= ms(2000));
+        // Its target connection is not pooled again: closed with the answer, long
+        // before the delay ends (not kept until keep_alive_timeout).
+        eventually(
+            ms(1500),
+            "the drained target's last connection closed",
+            || async { (gone.data_closed() == gone.data_connections()).then_some(()) },
+        )
+        .await;
+        assert!(reloaded.elapsed() < ms(4500), "{:?}", reloaded.elapsed());
         let left = reloaded + ms(5000) + ms(2000) - Instant::now();
         f.wait_state("web", gone.addr, "absent", left).await;
         assert_eq!(f.state_of("web", stays.addr).await, "healthy");

@@ -1573,7 +1573,15 @@ async fn proxy<C: Stream>(
             r.sent_bytes = sent;
         }
         let upstream_clean = body?;
-        if upstream_clean && b.resp.keep_alive && b.upstream.is_empty() && !close_upstream {
+        // A draining target's connection is not pooled again: its idle pooled
+        // connections closed when the drain began, and this one would outlive the
+        // deregistration delay.
+        if upstream_clean
+            && b.resp.keep_alive
+            && b.upstream.is_empty()
+            && !close_upstream
+            && !group.targets[ti].is_draining()
+        {
             // Idle from now on: when the body came with the head, that was `answered`.
             let now = if matches!(
                 body_framing,
