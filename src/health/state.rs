@@ -195,17 +195,19 @@ impl Health {
 
     /// A target re-added while draining returns to service (SPEC §4).
     ///
-    /// The choice, kept simple: it comes back `healthy` when it was healthy at
-    /// drain time and its last check then passed; otherwise `initial`, exactly
-    /// like a fresh registration (one pass makes it healthy; `unhealthy_threshold`
-    /// failures make it unhealthy). An unhealthy target therefore gets the
-    /// initial one-pass rule rather than `healthy_threshold` passes, as a target
+    /// It comes back `healthy` when it was healthy at drain time (a reload never
+    /// resets a healthy target to `initial`), with the run of passes or failures
+    /// it had, so a healthy target whose last check failed still goes unhealthy
+    /// after `unhealthy_threshold` failures in a row. Anything else comes back
+    /// `initial`, exactly like a fresh registration (one pass makes it healthy;
+    /// `unhealthy_threshold` failures make it unhealthy), as a target
     /// re-registered with ALB does. Not draining: no change.
     pub fn undrain(&mut self, now: SystemTime) {
         if self.state != State::Draining {
             return;
         }
-        if self.consecutive_passes > 0 {
+        // Only a healthy target keeps its counters when it drains.
+        if self.consecutive_passes > 0 || self.consecutive_failures > 0 {
             self.reason = None;
             self.description = None;
             self.enter(State::Healthy, now);
@@ -491,18 +493,27 @@ mod tests {
     }
 
     #[test]
+    fn undrain_keeps_a_healthy_target_whose_last_check_failed_healthy() {
+        let mut h = healthy(5, 3);
+        h.observe(&refused(), 5, 3, t(1));
+        assert_eq!(h.state, State::Healthy);
+        h.drain(t(10));
+        h.undrain(t(20));
+        assert_eq!(h.state, State::Healthy);
+        assert_eq!(h.consecutive_failures, 1, "its run of failures carries on");
+        assert!(!h.observe(&refused(), 5, 3, t(21)));
+        assert!(
+            h.observe(&refused(), 5, 3, t(22)),
+            "unhealthy at the third failure"
+        );
+        assert_eq!(h.state, State::Unhealthy);
+    }
+
+    #[test]
     fn undrain_returns_anything_else_to_initial() {
-        let mut failing_healthy = healthy(5, 3);
-        failing_healthy.observe(&refused(), 5, 3, t(1));
-        assert_eq!(failing_healthy.state, State::Healthy);
         let mut recovering = unhealthy(5, 2);
         recovering.observe(&Outcome::Pass, 5, 2, t(1));
-        for mut h in [
-            Health::new(t(0)),
-            failing_healthy,
-            unhealthy(5, 2),
-            recovering,
-        ] {
+        for mut h in [Health::new(t(0)), unhealthy(5, 2), recovering] {
             h.drain(t(10));
             h.undrain(t(20));
             assert_eq!(h, Health::new(t(20)));
