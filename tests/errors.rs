@@ -588,6 +588,11 @@ async fn error_answers_keep_a_connection_that_can_go_on() {
                 "{what}: the next request on the connection: {next:?}"
             );
         }
+        // The refused requests are logged with their request line.
+        let l = s.log_line("TRACE http://").await;
+        assert_eq!(l["elb_status_code"], 405, "{l}");
+        let want = format!("TRACE http://test.local:{}/ HTTP/1.1", s.web);
+        assert_eq!(l["request"], want.as_str(), "{l}");
         // A 400 ends the connection.
         let mut c = Conn::connect(local(s.web)).await.unwrap();
         c.send(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n")

@@ -568,61 +568,38 @@ async fn request<C: Stream>(
                 }
                 Err(_) => {
                     head_bytes_in(b, metrics, grown);
-                    metrics.lb_response(408);
-                    if send_error(client, &mut b.out, 408, true, false)
-                        .await
-                        .is_ok()
-                    {
-                        error_sent(b, metrics);
-                    }
-                    finish_record(&live, b, Some(408), Some("RequestHeaderTimeout"));
+                    refuse(
+                        client,
+                        &live,
+                        b,
+                        metrics,
+                        408,
+                        true,
+                        false,
+                        "RequestHeaderTimeout",
+                    )
+                    .await;
                     return false;
                 }
             }
         };
+        // 405 and 463 are found last, on a head parsed whole: the request goes
+        // through desync classification first (its 400 comes before them, SPEC §3)
+        // and is answered below, once it is known whether the connection goes on.
+        let (parsed, late) = match parsed {
+            Err(
+                e
+                @ (head::RequestError::MethodNotAllowed | head::RequestError::TooManyForwardedFor),
+            ) => (Ok(()), Some(e)),
+            p => (p, None),
+        };
         if let Err(e) = parsed {
             head_bytes_in(b, metrics, grown);
-            // 400 comes before 405 and 463 (SPEC §3), a desync block's too: those
-            // two are found on a head parsed whole, which can be classified.
-            let after_400 = matches!(
-                e,
-                head::RequestError::MethodNotAllowed | head::RequestError::TooManyForwardedFor
-            );
-            if after_400 {
-                let v = desync::classify(&b.client, &b.req);
-                if desync::act(cfg.desync_mitigation, v.class) == desync::Act::Block {
-                    start_record(b, cfg, local_port, v);
-                    if let Some(r) = b.rec.as_mut() {
-                        r.received_bytes -= grown as u64;
-                    }
-                    metrics.desync(v.class.as_str());
-                    metrics.lb_response(400);
-                    let is_head = b.req.method_kind == head::Method::Head;
-                    if send_error(client, &mut b.out, 400, true, is_head)
-                        .await
-                        .is_ok()
-                    {
-                        error_sent(b, metrics);
-                    }
-                    finish_record(&live, b, Some(400), Some("DesyncMitigation"));
-                    return false;
-                }
-            }
             let status = e.status();
-            // 501, 405 and 463 come from a head that parsed whole: its request line
-            // and user agent are logged; after 405 and 463 (checked last, with the
-            // framing known) a bodiless keep-alive request leaves the connection open.
-            let whole = matches!(
-                e,
-                head::RequestError::NotImplemented(_)
-                    | head::RequestError::MethodNotAllowed
-                    | head::RequestError::TooManyForwardedFor
-            );
+            // A 501 comes from a head that parsed whole: its request line and user
+            // agent are logged, and a HEAD gets the head alone.
+            let whole = matches!(e, head::RequestError::NotImplemented(_));
             let is_head = whole && b.req.method_kind == head::Method::Head;
-            let goes_on = matches!(
-                e,
-                head::RequestError::MethodNotAllowed | head::RequestError::TooManyForwardedFor
-            ) && can_go_on(b, cfg, born, draining);
             if whole && b.rec.is_some() {
                 start_record(b, cfg, local_port, desync::Verdict::COMPLIANT);
                 if let Some(r) = b.rec.as_mut() {
@@ -636,19 +613,8 @@ async fn request<C: Stream>(
                     r.classification_reason = Some(v.reason);
                 }
             }
-            metrics.lb_response(status);
             tracing::debug!(listener = %listener, client = %peer, reason = e.reason(), "request refused with {status}");
-            let sent = send_error(client, &mut b.out, status, !goes_on, is_head)
-                .await
-                .is_ok();
-            if sent {
-                error_sent(b, metrics);
-            }
-            finish_record(&live, b, Some(status), Some(e.reason()));
-            if sent && goes_on {
-                b.client.drain(..b.req.head_len);
-                return true;
-            }
+            refuse(client, &live, b, metrics, status, true, is_head, e.reason()).await;
             return false;
         }
         metrics.bytes_in.increment((b.req.head_len - grown) as u64);
@@ -684,20 +650,47 @@ async fn request<C: Stream>(
                 desync::Act::AllowThenClose => close_both = true,
                 desync::Act::Block => {
                     tracing::debug!(listener = %listener, client = %peer, reason = verdict.reason, "request blocked by desync mitigation");
-                    metrics.lb_response(400);
-                    if send_error(client, &mut b.out, 400, true, is_head)
-                        .await
-                        .is_ok()
-                    {
-                        error_sent(b, metrics);
-                    }
-                    finish_record(&live, b, Some(400), Some("DesyncMitigation"));
+                    refuse(
+                        client,
+                        &live,
+                        b,
+                        metrics,
+                        400,
+                        true,
+                        is_head,
+                        "DesyncMitigation",
+                    )
+                    .await;
                     return false;
                 }
             }
         }
         let old_age = b.t0.saturating_duration_since(born) >= cfg.client_keep_alive;
         let keep = b.req.keep_alive && !old_age && !*draining.borrow() && !close_both;
+        if let Some(e) = late {
+            // After a 405 or 463 a bodiless keep-alive request leaves the
+            // connection open for the next one.
+            let status = e.status();
+            let goes_on = keep && can_go_on(b, cfg, born, draining);
+            tracing::debug!(listener = %listener, client = %peer, reason = e.reason(), "request refused with {status}");
+            if refuse(
+                client,
+                &live,
+                b,
+                metrics,
+                status,
+                !goes_on,
+                is_head,
+                e.reason(),
+            )
+            .await
+                && goes_on
+            {
+                b.client.drain(..b.req.head_len);
+                return true;
+            }
+            return false;
+        }
         // Boxed: the exchange's large state lives on the heap only while a request
         // runs, so an idle connection's task stays small.
         let outcome = Box::pin(exchange(
@@ -722,23 +715,16 @@ async fn request<C: Stream>(
                 return false;
             }
             Err(Fail::Status(code)) => {
-                metrics.lb_response(code);
                 // A bodiless request left nothing unread: after a 502, 503 or 504
                 // the connection can carry the next one.
                 let goes_on = keep && can_go_on(b, cfg, born, draining);
-                let sent = send_error(client, &mut b.out, code, !goes_on, is_head)
-                    .await
-                    .is_ok();
-                if sent {
-                    error_sent(b, metrics);
-                }
                 let reason = match code {
                     502 => "TargetConnectionError",
                     503 => "NoHealthyTargets",
                     504 => "TargetTimeout",
                     _ => "BadRequest",
                 };
-                finish_record(&live, b, Some(code), Some(reason));
+                let sent = refuse(client, &live, b, metrics, code, !goes_on, is_head, reason).await;
                 if !(sent && goes_on) {
                     return false;
                 }
@@ -746,6 +732,31 @@ async fn request<C: Stream>(
         }
     }
     true
+}
+
+/// Answers an error the balancer gives itself (`close`: with `Connection: close`,
+/// the connection ends) and completes the request's record. Whether the answer
+/// went out.
+#[allow(clippy::too_many_arguments)]
+async fn refuse<C: Stream>(
+    client: &mut C,
+    live: &Live,
+    b: &mut Bufs,
+    metrics: &crate::metrics::ListenerMetrics,
+    status: u16,
+    close: bool,
+    to_head: bool,
+    reason: &'static str,
+) -> bool {
+    metrics.lb_response(status);
+    let sent = send_error(client, &mut b.out, status, close, to_head)
+        .await
+        .is_ok();
+    if sent {
+        error_sent(b, metrics);
+    }
+    finish_record(live, b, Some(status), Some(reason));
+    sent
 }
 
 /// Whether the connection can carry another request after an error the balancer
