@@ -524,9 +524,9 @@ async fn no_targets_is_503_and_target_answers_are_counted_by_class() {
         );
 
         // To a HEAD request the balancer's answer is the head alone: it announces
-        // the page's length, no body bytes follow.
+        // the page's length, no body bytes follow (up to the close it asks for).
         let mut c = Conn::connect(local(s.web)).await.unwrap();
-        c.send(b"HEAD /g/empty HTTP/1.1\r\nHost: test.local\r\n\r\n")
+        c.send(b"HEAD /g/empty HTTP/1.1\r\nHost: test.local\r\nConnection: close\r\n\r\n")
             .await
             .unwrap();
         let head = c.read_head().await.unwrap();

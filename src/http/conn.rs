@@ -1466,8 +1466,10 @@ async fn proxy<C: Stream>(
                 req_version,
                 &mut b.out,
             );
-            client.write_all(&b.out).await.map_err(|_| Fail::Client)?;
+            // Set before the write: once any byte of it may have left, a drain
+            // that ends the exchange closes the connection instead of answering.
             head_sent.store(true, std::sync::atomic::Ordering::Relaxed);
+            client.write_all(&b.out).await.map_err(|_| Fail::Client)?;
             let metrics = &lstate.state.metrics;
             metrics.bytes_out.increment(b.out.len() as u64);
             if let Some(r) = b.rec.as_mut() {
@@ -1561,11 +1563,13 @@ async fn proxy<C: Stream>(
                 body_framing = BodyFraming::ContentLength(n - take as u64);
             }
         }
+        // Set before the write (see the 101 above): a 502 cannot follow a head
+        // that went out in part.
+        head_sent.store(true, std::sync::atomic::Ordering::Relaxed);
         client
             .write_all(&b.out)
             .await
             .map_err(|_| Fail::ClientGone)?;
-        head_sent.store(true, std::sync::atomic::Ordering::Relaxed);
         let mut sent = b.out.len() as u64;
         b.upstream.drain(..consumed);
         let body = stream_response_body(
