@@ -12,6 +12,16 @@ use std::time::Duration;
 
 use common::*;
 
+/// The request targets the default group's target received that start with `prefix`.
+fn targets_seen(lab: &Lab, prefix: &str) -> Vec<String> {
+    lab.raw
+        .requests()
+        .into_iter()
+        .map(|r| r.target)
+        .filter(|t| t.starts_with(prefix))
+        .collect()
+}
+
 /// Each mode's listener counted exactly one acceptable request.
 async fn one_acceptable_per_mode(lab: &Lab, wrong: &mut Vec<String>) {
     let m = lab.f.metrics().await;
@@ -82,13 +92,7 @@ async fn spaces_in_the_target() {
         let mut wrong = Vec::new();
         let raw = "GET /sp ace/x y?q=a b HTTP/1.1\r\nHost: test.local\r\n\r\n";
         run_case(&lab, "space in URI", raw, Want::Acceptable, &mut wrong).await;
-        let seen: Vec<_> = lab
-            .raw
-            .requests()
-            .into_iter()
-            .map(|r| r.target)
-            .filter(|t| t.starts_with("/sp"))
-            .collect();
+        let seen = targets_seen(&lab, "/sp");
         assert_eq!(
             seen,
             ["/sp%20ace/x%20y?q=a%20b", "/sp%20ace/x%20y?q=a%20b"],
@@ -118,13 +122,7 @@ async fn control_characters_in_the_target() {
             &mut wrong,
         )
         .await;
-        let seen: Vec<_> = lab
-            .raw
-            .requests()
-            .into_iter()
-            .map(|r| r.target)
-            .filter(|t| t.starts_with("/amb"))
-            .collect();
+        let seen = targets_seen(&lab, "/amb");
         assert_eq!(seen, ["/amb%01x%09y", "/amb%01x%09y"], "{seen:?}");
         let nul = "GET /nul\x00x HTTP/1.1\r\nHost: test.local\r\n\r\n";
         run_case(
