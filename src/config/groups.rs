@@ -291,12 +291,13 @@ fn decode_stickiness(
     }
     let e = &mut cx.errs;
     let kind = match f.get("type") {
-        Some(n) => word(e, n, &f.at("type"), &["lb_cookie", "app_cookie"])?,
+        Some(n) => word(e, n, &f.at("type"), &["lb_cookie", "app_cookie"]),
         None => {
             e.push(f.pos, f.at("type"), "required: lb_cookie or app_cookie");
-            return None;
+            None
         }
     };
+    // Checked whatever the type says: every error in one run.
     let duration = f
         .get("duration")
         .and_then(|n| duration(e, n, &f.at("duration"), SEC, secs(7 * 86_400)))
@@ -304,6 +305,7 @@ fn decode_stickiness(
     let cookie = f
         .get("cookie_name")
         .and_then(|n| nonempty(e, n, &f.at("cookie_name")));
+    let kind = kind?;
     match kind.v {
         "app_cookie" => {
             let Some(c) = cookie else {

@@ -104,8 +104,12 @@ pub(super) fn decode_listeners(
                 None
             }
         };
-        if let (Some(b), Some(nm)) = (&bind, &name) {
-            let owner = format!("listener {}", nm.v);
+        // Checked with or without a valid name: every error in one run.
+        if let Some(b) = &bind {
+            let owner = match &name {
+                Some(nm) => format!("listener {}", nm.v),
+                None => path.clone(),
+            };
             check_overlap(cx, &binds, b, &f.at("bind"));
             binds.push((b.clone(), f.at("bind"), owner));
         }

@@ -301,12 +301,14 @@ fn decode_conditions(cx: &mut Ctx, n: &Node, path: &str) -> Option<Conditions> {
             let key = qf
                 .get("key")
                 .and_then(|n| string(&mut cx.errs, n, &qf.at("key")));
-            let key = match key {
+            // A bad key does not keep the value from being checked: every error in
+            // one run; the condition is dropped below.
+            let (key, key_ok) = match key {
                 Some(k) => match pattern(cx, &k, &qf.at("key"), QUERY_OPTS, false, &mut tally) {
-                    Some(p) => Some(p),
-                    None => continue,
+                    Some(p) => (Some(p), true),
+                    None => (None, false),
                 },
-                None => None,
+                None => (None, true),
             };
             let value = match qf.get("value") {
                 Some(n) => string(&mut cx.errs, n, &qf.at("value")),
@@ -322,7 +324,9 @@ fn decode_conditions(cx: &mut Ctx, n: &Node, path: &str) -> Option<Conditions> {
             if let Some(v) =
                 value.and_then(|v| pattern(cx, &v, &qf.at("value"), QUERY_OPTS, false, &mut tally))
             {
-                c.query.push(QueryCondition { key, value: v });
+                if key_ok {
+                    c.query.push(QueryCondition { key, value: v });
+                }
             }
         }
     }

@@ -353,12 +353,14 @@ fn decode_certificates(
         let unique = name
             .as_ref()
             .is_some_and(|nm| unique_name(cx, &mut seen, nm, &f.at("name"), "certificate"));
-        let (Some(name), Some(cert), Some(key)) = (name, cert, key) else {
+        // The files load (and their errors show) even when the name is missing
+        // or wrong: every error in one run.
+        let (Some(cert), Some(key)) = (cert, key) else {
             continue;
         };
         match crate::tls::certs::load_cert(&cert.v, &key.v) {
             Ok(loaded) => {
-                if unique {
+                if let (Some(name), true) = (name, unique) {
                     let id = CertId(out.len() as u32);
                     names.insert(name.v.clone(), id);
                     out.push(Certificate {
@@ -380,7 +382,7 @@ fn decode_certificates(
                 };
                 cx.errs.push(pos, p, msg);
                 // Keep the name known so listeners naming it get no second error.
-                if unique {
+                if let (Some(name), true) = (name, unique) {
                     names.insert(name.v, CertId(u32::MAX));
                 }
             }

@@ -905,6 +905,47 @@ fn target_group_settings_ranges() {
     );
 }
 
+/// Every error in one run: a bad stickiness type does not hide a bad duration, a
+/// certificate without a name still has its files checked.
+#[test]
+fn one_error_does_not_hide_another_in_the_same_block() {
+    let errs = errors("target_groups:\n  - {name: g, stickiness: {type: foo, duration: 30}}\n");
+    assert_eq!(errs.len(), 2, "{errs:#?}");
+    expect(&errs, "2:34", "lb_cookie");
+    expect(&errs, "2:49", "bare number");
+    let errs = errors(&format!(
+        "certificates:\n  - {{cert: nope.crt, key: nope.key}}\n{GROUP}"
+    ));
+    assert_eq!(errs.len(), 2, "{errs:#?}");
+    expect(&errs, "2:5", "name");
+    expect(&errs, "2:12", "cannot read");
+    // A listener with a bad name still has its bind checked for overlaps.
+    let errs = errors(&format!(
+        "{GROUP}listeners:\n  - {{name: \"web 1\", bind: 127.0.0.1:8000, default_action: {{forward: web}}}}\n  - {{name: b, bind: 127.0.0.1:8000, default_action: {{forward: web}}}}\n"
+    ));
+    assert_eq!(errs.len(), 2, "{errs:#?}");
+    assert!(
+        errs.iter().any(|e| e.contains("not a valid listener name")),
+        "{errs:#?}"
+    );
+    assert!(
+        errs.iter().any(|e| e.contains("listeners[1].bind")),
+        "{errs:#?}"
+    );
+    // A query key over 128 characters does not hide a value over 128.
+    let long = |c: char| std::iter::repeat_n(c, 129).collect::<String>();
+    let errs = errors(&rule(
+        &format!("{{query: [{{key: {}, value: {}}}]}}", long('k'), long('v')),
+        "{forward: web}",
+    ));
+    assert_eq!(errs.len(), 2, "{errs:#?}");
+    assert!(errs.iter().any(|e| e.contains("query[0].key")), "{errs:#?}");
+    assert!(
+        errs.iter().any(|e| e.contains("query[0].value")),
+        "{errs:#?}"
+    );
+}
+
 #[test]
 fn health_checks() {
     only(
