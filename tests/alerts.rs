@@ -152,7 +152,7 @@ async fn a_storm_of_events_in_one_window_is_one_message() {
     assert_eq!(relay.messages().len(), 1);
     assert_eq!(
         m[0]["subject"],
-        "[fulcrum lb-a] 43 targets unhealthy in web and api; all targets unhealthy in web"
+        "[fulcrum lb-a] 43 targets unhealthy in web and api; all targets unhealthy in 1 group: web"
     );
     alerts.stop().await;
 }
@@ -361,6 +361,8 @@ async fn implicit_tls_and_bad_credentials() {
     let m = relay.wait_messages(1, WAIT).await;
     assert_eq!(m[0]["tls"], true);
     assert_eq!(m[0]["subject"], "[fulcrum lb-a] test alert");
+    let id = header(&m[0], "X-Fulcrum-Alert-Id").expect("the test message has an alert id");
+    assert_eq!(id.len(), 32, "{id}");
 }
 
 #[tokio::test]

@@ -140,12 +140,17 @@ pub(crate) fn subject(node: &str, events: &[SpooledEvent]) -> String {
         ));
     }
     if !all_down.0.is_empty() {
-        parts.push(format!("all targets unhealthy in {}", all_down.list()));
+        parts.push(format!(
+            "all targets unhealthy in {}: {}",
+            plural(all_down.0.len(), "group", "groups"),
+            all_down.list()
+        ));
     }
-    match reloads {
-        0 => {}
-        1 => parts.push("config reload failed".into()),
-        n => parts.push(format!("config reload failed {n} times")),
+    if reloads > 0 {
+        parts.push(format!(
+            "{} failed",
+            plural(reloads, "config reload", "config reloads")
+        ));
     }
     if down.0.is_empty() && all_down.0.is_empty() && !up.0.is_empty() {
         parts.push(format!(
@@ -155,8 +160,9 @@ pub(crate) fn subject(node: &str, events: &[SpooledEvent]) -> String {
         ));
     } else if !up.0.is_empty() {
         parts.push(format!(
-            "{} recovered",
-            plural(up.0.len(), "target", "targets")
+            "{} recovered in {}",
+            plural(up.0.len(), "target", "targets"),
+            up_groups.list()
         ));
     }
     if parts.is_empty() {

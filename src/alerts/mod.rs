@@ -185,12 +185,18 @@ impl Alerts {
         tuning: Tuning,
     ) -> io::Result<Alerts> {
         crate::install_crypto_provider();
-        let spool = spool::Spool::open(&settings.spool_dir)?;
-        let loaded = spool.load()?;
-        let ledger = spool.load_ledger();
-        let queued = Arc::new(Queued::new());
-        queued.set(loaded.event_count());
+        // The series exist even when the spool cannot be opened (SPEC §9), and
+        // that failure counts as a spool error.
         zero_metrics();
+        let queued = Arc::new(Queued::new());
+        queued.set(0);
+        let opened = spool::Spool::open(&settings.spool_dir).and_then(|s| {
+            let loaded = s.load()?;
+            Ok((s, loaded))
+        });
+        let (spool, loaded) = opened.inspect_err(|_| spool_error())?;
+        let ledger = spool.load_ledger();
+        queued.set(loaded.event_count());
         if loaded.event_count() > 0 {
             tracing::info!(
                 spool_dir = %settings.spool_dir.display(),

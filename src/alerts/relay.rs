@@ -199,7 +199,21 @@ fn tls_parameters(s: &SmtpSettings) -> Result<TlsParameters, Failure> {
                 .certificate_store(CertificateStore::None)
                 .add_root_certificate(cert);
         }
-        None => b = b.certificate_store(CertificateStore::WebpkiRoots),
+        None => {
+            // The system's trust store (SPEC §2), as for target TLS.
+            let bundle = std::path::Path::new(crate::tls::client::SYSTEM_CA_BUNDLE);
+            let anchors = crate::tls::client::system_trust_anchors(bundle).map_err(|e| {
+                Failure::config(format!(
+                    "smtp: {e} (install ca-certificates or set smtp.ca_file)"
+                ))
+            })?;
+            b = b.certificate_store(CertificateStore::None);
+            for der in anchors {
+                let cert = Certificate::from_der(der.to_vec())
+                    .map_err(|e| Failure::config(format!("smtp: system trust store: {e}")))?;
+                b = b.add_root_certificate(cert);
+            }
+        }
     }
     b.build_rustls()
         .map_err(|e| Failure::config(format!("smtp: TLS settings: {}", chain(&e))))
@@ -459,7 +473,7 @@ impl Header for AutoSubmitted {
 /// other relays let mail systems fold repeats).
 pub(crate) fn message(
     settings: &AlertSettings,
-    alert_id: Option<&str>,
+    alert_id: &str,
     subject: String,
     body: String,
 ) -> Result<Message, Failure> {
@@ -478,12 +492,9 @@ pub(crate) fn message(
             .map_err(|e| Failure::config(format!("alerts.to {to:?}: {e}")))?;
         b = b.to(m);
     }
-    if let Some(id) = alert_id {
-        b = b
-            .header(AlertIdHeader(id.to_owned()))
-            .message_id(Some(format!("<{id}@{}>", from.email.domain())));
-    }
-    b.body(body)
+    b.header(AlertIdHeader(alert_id.to_owned()))
+        .message_id(Some(format!("<{alert_id}@{}>", from.email.domain())))
+        .body(body)
         .map_err(|e| Failure::config(format!("cannot build the message: {e}")))
 }
 
@@ -504,8 +515,10 @@ pub async fn send_test(settings: &AlertSettings, node_name: &str) -> Result<Stri
     let relay = Relay::new(&settings.smtp)
         .map_err(|f| report("not tried", &describe(&settings.smtp), &f))?;
     let (subject, body) = super::digest::test_message(node_name);
-    let msg = message(settings, None, subject, body)
-        .map_err(|f| report("not tried", relay.name(), &f))?;
+    // Every message carries an id (SPEC §6); a test message's is its own.
+    let id = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
+    let msg =
+        message(settings, &id, subject, body).map_err(|f| report("not tried", relay.name(), &f))?;
     match relay.send(msg).await {
         Ok(reply) => Ok(format!(
             "{} accepted the test message from {} to {to}: {reply}",

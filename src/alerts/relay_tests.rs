@@ -200,7 +200,7 @@ fn relay_refuses_unsafe_or_broken_settings() {
 #[test]
 fn message_carries_the_alert_id_and_every_recipient() {
     let s = settings(Path::new("/nonexistent"), 25);
-    let m = relay::message(&s, Some("00ff"), "[fulcrum lb-a] x".into(), "body\n".into()).unwrap();
+    let m = relay::message(&s, "00ff", "[fulcrum lb-a] x".into(), "body\n".into()).unwrap();
     let text = String::from_utf8(m.formatted()).unwrap();
     for want in [
         "X-Fulcrum-Alert-Id: 00ff\r\n",

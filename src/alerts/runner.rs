@@ -232,7 +232,7 @@ impl Runner {
         let head = &self.outbox[0];
         let subject = digest::subject(&self.node, &head.batch.events);
         let body = digest::body(&self.node, &head.batch.id, &head.batch.events);
-        let msg = match relay::message(&self.settings, Some(&head.batch.id), subject, body) {
+        let msg = match relay::message(&self.settings, &head.batch.id, subject, body) {
             Ok(m) => m,
             Err(f) => return self.failed(f),
         };

@@ -205,7 +205,7 @@ fn subject_orders_by_severity_and_mentions_recoveries() {
             down("web", "b:1", "x"),
             all.clone()
         ]),
-        "[fulcrum lb-a] 2 targets unhealthy in web; all targets unhealthy in web"
+        "[fulcrum lb-a] 2 targets unhealthy in web; all targets unhealthy in 1 group: web"
     );
     assert_eq!(
         subject(vec![healthy("web", "a:1")]),
@@ -213,15 +213,15 @@ fn subject_orders_by_severity_and_mentions_recoveries() {
     );
     assert_eq!(
         subject(vec![down("web", "a:1", "x"), healthy("api", "b:1")]),
-        "[fulcrum lb-a] 1 target unhealthy in web; 1 target recovered"
+        "[fulcrum lb-a] 1 target unhealthy in web; 1 target recovered in api"
     );
     assert_eq!(
         subject(vec![reload.clone()]),
-        "[fulcrum lb-a] config reload failed"
+        "[fulcrum lb-a] 1 config reload failed"
     );
     assert_eq!(
         subject(vec![reload.clone(), reload]),
-        "[fulcrum lb-a] config reload failed 2 times"
+        "[fulcrum lb-a] 2 config reloads failed"
     );
 }
 

@@ -145,14 +145,26 @@ fn ca_file_roots(path: &Path) -> Result<RootCertStore, String> {
 /// stacks do; at least one must remain.
 fn system_roots(path: &Path) -> Result<RootCertStore, String> {
     let mut roots = RootCertStore::empty();
-    let (added, _skipped) = roots.add_parsable_certificates(read_pem_certs(path)?);
-    if added == 0 {
+    roots.add_parsable_certificates(system_trust_anchors(path)?);
+    Ok(roots)
+}
+
+/// The usable CA certificates of the system bundle at `path` (normally
+/// [`SYSTEM_CA_BUNDLE`]), as DER: the trust store of target TLS and of the alert
+/// relay when no `ca_file` is given. Certificates webpki cannot use as a trust
+/// anchor are skipped; at least one must remain.
+pub(crate) fn system_trust_anchors(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let usable: Vec<CertificateDer<'static>> = read_pem_certs(path)?
+        .into_iter()
+        .filter(|der| webpki::anchor_from_trusted_cert(der).is_ok())
+        .collect();
+    if usable.is_empty() {
         return Err(format!(
             "system trust store {} holds no usable CA certificate",
             path.display()
         ));
     }
-    Ok(roots)
+    Ok(usable)
 }
 
 fn read_pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
@@ -363,6 +375,18 @@ mod tests {
         assert!(err.contains("certificate 1 is not usable"), "{err}");
         let err = system_roots(empty.path()).unwrap_err();
         assert!(err.contains("no PEM CERTIFICATE"), "{err}");
+    }
+
+    #[test]
+    fn system_trust_anchors_skip_what_webpki_cannot_use() {
+        let ca = ca_issued("Bundle CA", &["relay.internal"]).trust_pem;
+        let mixed = write_temp(&format!(
+            "{ca}-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
+        ));
+        assert_eq!(system_trust_anchors(mixed.path()).unwrap().len(), 1);
+        let garbage = write_temp("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n");
+        let err = system_trust_anchors(garbage.path()).unwrap_err();
+        assert!(err.contains("no usable CA certificate"), "{err}");
     }
 
     #[test]
