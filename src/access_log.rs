@@ -79,11 +79,13 @@ pub fn format_alb(r: &Record, out: &mut String) {
 /// Appends the record as one JSON object (with its newline) to `out`, with the
 /// keys of SPEC §10 in that order: numbers (status codes, bytes, the rule
 /// priority, processing times in seconds with millisecond precision) are JSON
-/// numbers, absent values `null`. `target_list` and `target_status_code_list`
-/// are strings, as the ALB lists are (`"10.0.0.1:80"`, `"200"`).
+/// numbers, values the alb format writes as `-` are `null`. A processing time
+/// that was not measured is `-1`, as in the alb format. `target_list` and
+/// `target_status_code_list` are strings, as the ALB lists are (`"10.0.0.1:80"`,
+/// `"200"`).
 pub fn format_json(r: &Record, out: &mut String) {
     let addr = |a: Option<SocketAddr>| a.map(|a| canonical(a).to_string());
-    let secs = |d: Option<Duration>| d.map(|d| millis(d) as f64 / 1000.0);
+    let secs = |d: Option<Duration>| d.map_or(-1.0, |d| millis(d) as f64 / 1000.0);
     let text = |s: &str| (!s.is_empty()).then(|| s.to_owned());
     let status_list = r.target_status.map(|s| s.to_string());
     out.push('{');
@@ -654,8 +656,8 @@ mod tests {
         let want = json!({
             "type": "tcp", "time": "2026-11-24T16:40:00.000005Z", "elb": "db",
             "client": "192.0.2.7:40000", "target": "[2001:db8::5]:5432",
-            "request_processing_time": null, "target_processing_time": null,
-            "response_processing_time": null, "elb_status_code": null, "target_status_code": null,
+            "request_processing_time": -1.0, "target_processing_time": -1.0,
+            "response_processing_time": -1.0, "elb_status_code": null, "target_status_code": null,
             "received_bytes": 1024, "sent_bytes": 2048, "request": null, "user_agent": null,
             "ssl_cipher": null, "ssl_protocol": null, "target_group": "pg", "trace_id": null,
             "domain_name": null, "chosen_cert": null, "matched_rule_priority": null,

@@ -352,6 +352,7 @@ pub fn status_table(v: &serde_json::Value) -> String {
         "STATE".to_owned(),
         "REASON".to_owned(),
         "IN-FLIGHT".to_owned(),
+        "CONNECTIONS".to_owned(),
         "SINCE".to_owned(),
         "DESCRIPTION".to_owned(),
     ]];
@@ -361,6 +362,7 @@ pub fn status_table(v: &serde_json::Value) -> String {
             rows.push([
                 s(&g["name"]),
                 "(no targets)".into(),
+                "-".into(),
                 "-".into(),
                 "-".into(),
                 "-".into(),
@@ -377,12 +379,13 @@ pub fn status_table(v: &serde_json::Value) -> String {
                 s(&t["state"]),
                 s(&t["reason"]),
                 s(&t["in_flight"]),
+                s(&t["active_connections"]),
                 s(&t["since"]),
                 s(&t["description"]),
             ]);
         }
     }
-    let widths: Vec<usize> = (0..8)
+    let widths: Vec<usize> = (0..9)
         .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
         .collect();
     let mut out = format!(

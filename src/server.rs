@@ -507,11 +507,14 @@ impl Control {
             let _ = g;
         }
         for (g, lg) in old.snapshot.target_groups.iter().zip(&old.groups) {
+            // The group's delay as the new config sets it (a reload that changes
+            // deregistration_delay and removes targets drains them by the new
+            // value); the old one when the group itself is gone.
+            let new_group = new_live.snapshot.group_by_name(&g.name);
+            let delay = new_group.map_or(g.deregistration_delay, |ng| ng.deregistration_delay);
             for (t, st) in g.targets.iter().zip(&lg.targets) {
-                let stays = new_live
-                    .snapshot
-                    .group_by_name(&g.name)
-                    .is_some_and(|ng| ng.targets.iter().any(|nt| nt.address == t.address));
+                let stays =
+                    new_group.is_some_and(|ng| ng.targets.iter().any(|nt| nt.address == t.address));
                 if !stays && !st.is_draining() {
                     let d = crate::health::worker::Draining {
                         group: g.name.clone(),
@@ -520,9 +523,9 @@ impl Control {
                         address: t.address.clone(),
                         zone: t.zone.clone(),
                         state: st.clone(),
-                        deadline: std::time::SystemTime::now() + g.deregistration_delay,
+                        deadline: std::time::SystemTime::now() + delay,
                     };
-                    crate::health::worker::drain(&self.shared, d, g.deregistration_delay);
+                    crate::health::worker::drain(&self.shared, d, delay);
                 }
             }
         }

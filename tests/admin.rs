@@ -311,3 +311,41 @@ async fn token_guards_the_api_and_status_command_reads_it() {
     })
     .await;
 }
+
+/// Methods: `/healthz`, `/readyz`, `/metrics` and `/api/v1/status` answer GET and
+/// HEAD (HEAD without a body); another method gets 405 with `Allow`, as does GET on
+/// `POST /api/v1/reload`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn admin_endpoints_check_the_method() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    bounded(60, async {
+        let a = Backend::start("meth-a").await;
+        let f = Fulcrum::start(&simple_config(free_port(), free_port(), &[a.addr])).await;
+        for path in ["/healthz", "/readyz", "/metrics", "/api/v1/status"] {
+            for method in ["POST", "DELETE", "PUT"] {
+                let r = f.admin_full(method, path, None).await;
+                assert_eq!(r.status, 405, "{method} {path}");
+                assert_eq!(r.header("allow"), Some("GET, HEAD"), "{method} {path}");
+            }
+            assert_eq!(f.admin_full("GET", path, None).await.status, 200, "{path}");
+            // HEAD: the GET head (with its Content-Length), no body.
+            let mut s = tokio::net::TcpStream::connect(f.admin).await.unwrap();
+            let raw = format!("HEAD {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            s.write_all(raw.as_bytes()).await.unwrap();
+            let mut got = Vec::new();
+            s.read_to_end(&mut got).await.unwrap();
+            let got = String::from_utf8_lossy(&got).into_owned();
+            assert!(got.starts_with("HTTP/1.1 200 "), "HEAD {path}: {got}");
+            let (head, body) = got.split_once("\r\n\r\n").expect("a whole head");
+            assert!(
+                head.to_ascii_lowercase().contains("content-length: "),
+                "{head}"
+            );
+            assert_eq!(body, "", "HEAD {path} has no body");
+        }
+        let r = f.admin_full("GET", "/api/v1/reload", None).await;
+        assert_eq!(r.status, 405);
+        assert_eq!(r.header("allow"), Some("POST"));
+    })
+    .await;
+}

@@ -72,7 +72,11 @@ async fn least_outstanding_requests_avoids_busy_targets() {
         for b in &busy {
             let t = find_target(&st, "web", b.addr).unwrap();
             assert_eq!(t["in_flight"], 1, "{t}");
+            // The connection carrying it is an active connection to the target.
+            assert_eq!(t["active_connections"], 1, "{t}");
         }
+        let t = find_target(&st, "web", free.addr).unwrap();
+        assert_eq!(t["active_connections"], 0, "{t}");
         // A short pause between the fast requests: the balancer counts a request in
         // flight until it has finished with it, a moment after the client has the
         // whole response (the guard drops after the body is relayed and the

@@ -115,6 +115,8 @@ async fn in_flight_request_finishes_while_new_ones_move() {
 
 /// `deregistration_delay: 1s`: a `/slow?ms=4000` request still running when the
 /// delay ends is answered 502 then (not before, not at the end of the request).
+/// The reload that removes the target also lowers the delay from 300 s: the new
+/// value is the one that applies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn request_outliving_the_delay_gets_502() {
     bounded(60, async {
@@ -122,7 +124,7 @@ async fn request_outliving_the_delay_gets_502() {
         let b = Backend::start("dl-b").await;
         let (admin, web) = (free_port(), free_port());
         let both = [a.addr, b.addr];
-        let f = Fulcrum::start(&drain_config(admin, web, false, "1s", SLOW_HC, &both)).await;
+        let f = Fulcrum::start(&drain_config(admin, web, false, "300s", SLOW_HC, &both)).await;
         let (req, _, i) = start_on_some(web, "/slow?ms=4000", &[&a, &b]).await;
         let stays = if i == 0 { b.addr } else { a.addr };
         f.reload_yaml(&drain_config(admin, web, false, "1s", SLOW_HC, &[stays]))

@@ -470,6 +470,25 @@ async fn target_failures_are_502() {
             0.0,
             "fulcrum_retries_total{{target_group=\"refused\"}}"
         );
+        // A target was chosen, so the request counts (RequestCount), once, even
+        // though no connection to it could be made; each refused connect counts as
+        // a connection error.
+        for (g, errors) in [("refused", 1.0), ("dead2", 2.0)] {
+            let labels = [("target_group", g)];
+            let requests = s.f.metric("fulcrum_requests_total", &labels).await;
+            assert_eq!(requests, Some(1.0), "fulcrum_requests_total of {g}");
+            let errs =
+                s.f.metric("fulcrum_target_connection_errors_total", &labels)
+                    .await;
+            assert_eq!(errs, Some(errors), "connection errors of {g}");
+        }
+        // With no target to choose, nothing counts.
+        let (r, _) = s.send(&get_with("/g/empty", "")).await;
+        assert_eq!(r.status, 503, "{r:?}");
+        let requests =
+            s.f.metric("fulcrum_requests_total", &[("target_group", "empty")])
+                .await;
+        assert_eq!(requests.unwrap_or(0.0), 0.0, "requests of the empty group");
     })
     .await;
 }

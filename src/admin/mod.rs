@@ -95,6 +95,7 @@ fn reason(status: u16) -> &'static str {
 async fn handle(mut stream: TcpStream, ctx: Arc<Ctx>) {
     let mut buf = Vec::with_capacity(1024);
     let parsed = tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream, &mut buf)).await;
+    let is_head = matches!(&parsed, Ok(Ok(Some((m, _, _)))) if m == "HEAD");
     let resp = match parsed {
         Ok(Ok(Some((method, path, auth)))) => route(&ctx, &method, &path, auth.as_deref()).await,
         Ok(Ok(None)) => Response::text(400, "bad request"),
@@ -109,7 +110,9 @@ async fn handle(mut stream: TcpStream, ctx: Arc<Ctx>) {
         resp.extra
     );
     let _ = stream.write_all(head.as_bytes()).await;
-    let _ = stream.write_all(resp.body.as_bytes()).await;
+    if !is_head {
+        let _ = stream.write_all(resp.body.as_bytes()).await;
+    }
     let _ = stream.shutdown().await;
 }
 
@@ -164,6 +167,14 @@ fn token_ok(expected: &str, auth: Option<&str>) -> bool {
 
 async fn route(ctx: &Ctx, method: &str, target: &str, auth: Option<&str>) -> Response {
     let path = target.split('?').next().unwrap_or("");
+    // HEAD is GET without the body (`handle` leaves it out).
+    let get = matches!(method, "GET" | "HEAD");
+    if !get && matches!(path, "/healthz" | "/readyz" | "/metrics") {
+        return Response {
+            extra: "Allow: GET, HEAD\r\n",
+            ..Response::text(405, "method not allowed")
+        };
+    }
     match path {
         "/healthz" => return Response::text(200, "ok"),
         "/readyz" => {
@@ -198,7 +209,11 @@ async fn route(ctx: &Ctx, method: &str, target: &str, auth: Option<&str>) -> Res
         }
     }
     match (method, path) {
-        ("GET", "/api/v1/status") => Response::json(200, status(&ctx.shared)),
+        ("GET" | "HEAD", "/api/v1/status") => Response::json(200, status(&ctx.shared)),
+        (_, "/api/v1/status") => Response {
+            extra: "Allow: GET, HEAD\r\n",
+            ..Response::text(405, "method not allowed")
+        },
         ("POST", "/api/v1/reload") => match ctx.reload.reload().await {
             ReloadOutcome::Ok { summary } => {
                 Response::json(200, json!({"result": "ok", "summary": summary}))
@@ -207,7 +222,10 @@ async fn route(ctx: &Ctx, method: &str, target: &str, auth: Option<&str>) -> Res
                 Response::json(400, json!({"result": "error", "errors": errors}))
             }
         },
-        (_, "/api/v1/status" | "/api/v1/reload") => Response::text(405, "method not allowed"),
+        (_, "/api/v1/reload") => Response {
+            extra: "Allow: POST\r\n",
+            ..Response::text(405, "method not allowed")
+        },
         _ => Response::text(404, "not found"),
     }
 }

@@ -1314,9 +1314,13 @@ async fn proxy<C: Stream>(
             )
         }) {
             Ok(ti) => {
-                // A retry counts once another target was found for it.
+                // A retry counts once another target was found for it; the
+                // request counts once a target was chosen (RequestCount), even
+                // if no connection to it can be made.
                 if retried {
                     gm.retry();
+                } else {
+                    lstate.requests(gid, &gcfg.name).increment(1);
                 }
                 if let Some(r) = b.rec.as_mut() {
                     r.target = Some(gcfg.targets[ti].addr);
@@ -1361,8 +1365,8 @@ async fn proxy<C: Stream>(
     let work = async {
         let tcfg = &gcfg.targets[ti];
         let _in_flight = InFlight::new(&group.targets[ti]);
-        lstate.requests(gid, &gcfg.name).increment(1);
-        let sent_at = Instant::now();
+        let _active = crate::targets::ActiveConnection::new(&group.targets[ti]);
+        let mut sent_at = Instant::now();
         if let Some(r) = b.rec.as_mut() {
             r.request_processing = Some(b.t0.elapsed());
         }
@@ -1432,6 +1436,8 @@ async fn proxy<C: Stream>(
             match Box::pin(fresh).await {
                 Ok(s) => {
                     up = s;
+                    // The request leaves again now (TargetResponseTime).
+                    sent_at = Instant::now();
                 }
                 _ => {
                     gm.connection_error();
@@ -1479,15 +1485,7 @@ async fn proxy<C: Stream>(
             }
             let resp_head_len = b.resp.head_len;
             b.upstream.drain(..resp_head_len);
-            tunnel(
-                client,
-                &mut up,
-                b,
-                &group.targets[ti],
-                cfg.idle_timeout,
-                &tunneled,
-            )
-            .await;
+            tunnel(client, &mut up, b, cfg.idle_timeout, &tunneled).await;
             return Ok(false);
         }
 
@@ -1730,24 +1728,9 @@ async fn tunnel<C: Stream>(
     client: &mut C,
     up: &mut pool::Conn,
     b: &mut Bufs,
-    target: &crate::targets::TargetState,
     idle: Duration,
     moved: &crate::l4::Moved<'_>,
 ) {
-    /// Counts the tunnel in the target's active connections while it lasts,
-    /// however it ends.
-    struct Active<'a>(&'a crate::targets::TargetState);
-    impl Drop for Active<'_> {
-        fn drop(&mut self) {
-            self.0
-                .active_connections
-                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        }
-    }
-    target
-        .active_connections
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let _active = Active(target);
     let result = async {
         // Bytes that came after the heads belong to the tunnel.
         if !b.client.is_empty() {

@@ -91,9 +91,13 @@ async fn connect(
         else {
             return None;
         };
-        // A retry counts once another target was found for it.
+        // A retry counts once another target was found for it; the connection
+        // counts as a request once a target was chosen for it (as for HTTP), even
+        // if no connect succeeds.
         if skip.is_some() {
             group.state.metrics.retry();
+        } else {
+            live.listeners[li].requests(gid, &cfg.name).increment(1);
         }
         let header = cfg.proxy_protocol_v2.then(|| proxy_v2::header(peer, local));
         let began = std::time::Instant::now();
@@ -106,9 +110,6 @@ async fn connect(
         .await
         {
             Ok(s) => {
-                // A connection routed to a target is an L4 "request" (Classic
-                // ELB's RequestCount for TCP listeners counts connections).
-                live.listeners[li].requests(gid, &cfg.name).increment(1);
                 return Some(Upstream {
                     stream: s,
                     state: group.targets[i].clone(),

@@ -130,6 +130,23 @@ impl Drop for InFlight {
     }
 }
 
+/// Counts a connection from the balancer to a target in the target's
+/// `active_connections` while it carries a request or a tunnel (dropped: done).
+pub struct ActiveConnection(Arc<TargetState>);
+
+impl ActiveConnection {
+    pub fn new(t: &Arc<TargetState>) -> ActiveConnection {
+        t.active_connections.fetch_add(1, Ordering::Relaxed);
+        ActiveConnection(t.clone())
+    }
+}
+
+impl Drop for ActiveConnection {
+    fn drop(&mut self) {
+        self.0.active_connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Runtime state of a target group that survives reloads (by group name).
 pub struct GroupState {
     /// The one round-robin rotation of this group, shared by all workers.
