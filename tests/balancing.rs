@@ -535,6 +535,33 @@ async fn slow_start_ramps_a_target_added_by_reload() {
     .await;
 }
 
+/// A reload that turns slow start on does not ramp a target that became healthy
+/// before it (aws-reference §2.3: only targets that become healthy after slow start
+/// is enabled enter it): `b`, added without slow start, keeps an even share.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slow_start_turned_on_spares_targets_already_healthy() {
+    bounded(60, async {
+        let a = Backend::start("so-a").await;
+        let b = Backend::start("so-b").await;
+        let (admin, web) = (free_port(), free_port());
+        let f = Fulcrum::start(&one_group(admin, web, &[], FAST_HC, &[tgt(a.addr)])).await;
+        tokio::time::sleep(ms(1000)).await;
+        let both = [tgt(a.addr), tgt(b.addr)];
+        f.reload_yaml(&one_group(admin, web, &[], FAST_HC, &both))
+            .await;
+        f.wait_state("web", b.addr, "healthy", ms(3000)).await;
+        f.reload_yaml(&one_group(admin, web, &["slow_start: 30s"], FAST_HC, &both))
+            .await;
+        let got = tally(local(web), "/", 200).await;
+        assert_eq!(count(&got, "so-a") + count(&got, "so-b"), 200, "{got:?}");
+        assert!(
+            count(&got, "so-b") >= 70,
+            "an even share is 100; b was healthy before slow start was on: {got:?}"
+        );
+    })
+    .await;
+}
+
 /// The same for a target that recovers next to one whose own ramp is over (31 s
 /// after the start), whatever is decided for targets healthy from the start.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

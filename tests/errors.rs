@@ -43,8 +43,14 @@ async fn setup() -> Setup {
     let mut rules = String::new();
     let mut raw = Vec::new();
     let mut add = |name: &str, targets: String, groups: &mut String| {
+        // The WebSocket group is sticky: its 101 carries the cookie too.
+        let sticky = if name == "ws" {
+            ", stickiness: {type: lb_cookie, duration: 1h}"
+        } else {
+            ""
+        };
         groups.push_str(&format!(
-            "  - {{name: {name}, {hc}, targets: [{targets}]}}\n"
+            "  - {{name: {name}, {hc}{sticky}, targets: [{targets}]}}\n"
         ));
         rules.push_str(&format!(
             "      - {{priority: {}, conditions: {{path: [\"/g/{name}*\"]}}, action: {{forward: {name}}}}}\n",
@@ -769,6 +775,8 @@ async fn websocket_upgrade_becomes_a_tunnel_after_101() {
         let head = c.read_head().await.unwrap();
         assert!(head.starts_with("HTTP/1.1 101"), "{head:?}");
         assert!(head.to_ascii_lowercase().contains("upgrade: websocket"), "{head:?}");
+        // The group's sticky cookie is set on the 101 as on any response (SPEC §4).
+        assert!(head.contains("\r\nSet-Cookie: FULCRUMLB="), "{head:?}");
         let io = async {
             assert_eq!(c.read_bytes(8).await.unwrap(), b"welcome\n", "target to client");
             for msg in [b"ping-1".to_vec(), b"GET /internal HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), pattern(32 * 1024)] {

@@ -84,6 +84,9 @@ fn apply(
     if health.state == State::Healthy {
         // Slow start ramps a target that joins a group already serving; a group
         // with no healthy target takes its first ones at full share (as ALB).
+        // Only while the group has slow start on: a reload that turns it on later
+        // does not ramp targets already healthy then (AWS: only targets that
+        // become healthy after slow start is enabled enter it).
         let others_healthy = {
             let live = shared.live.load();
             live.snapshot
@@ -91,10 +94,10 @@ fn apply(
                 .iter()
                 .position(|g| g.name == group.name)
                 .is_some_and(|gi| {
-                    live.groups[gi]
-                        .targets
-                        .iter()
-                        .any(|t| !std::ptr::eq(&**t, state) && t.is_healthy() && !t.is_draining())
+                    !live.snapshot.target_groups[gi].slow_start.is_zero()
+                        && live.groups[gi].targets.iter().any(|t| {
+                            !std::ptr::eq(&**t, state) && t.is_healthy() && !t.is_draining()
+                        })
                 })
         };
         // Targets of the start-up round are "registered into an empty group": no

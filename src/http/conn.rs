@@ -1458,6 +1458,34 @@ async fn proxy<C: Stream>(
             r.target_processing = Some(waited);
         }
 
+        // Sticky cookies: the group's (weighted forwards) and the target's, on
+        // every response (a 101 too).
+        let secure = cfg.protocol == ListenerProtocol::Https;
+        let target_cookie = match &gcfg.stickiness {
+            Some(Stickiness::LbCookie { duration }) => Some((cookie::LB_COOKIE, *duration)),
+            // app_cookie: bound once the target set its cookie, refreshed after.
+            Some(Stickiness::AppCookie {
+                duration,
+                cookie_name,
+            }) => {
+                let sets_app = b.resp.headers.iter().any(|(n, v)| {
+                    b.upstream[n.clone()].eq_ignore_ascii_case(b"set-cookie")
+                        && b.upstream[v.clone()].starts_with(cookie_name.as_bytes())
+                        && b.upstream.get(v.start + cookie_name.len()) == Some(&b'=')
+                });
+                (sets_app || app_session || sticky_target == Some(ti))
+                    .then_some((cookie::APP_COOKIE, *duration))
+            }
+            None => None,
+        };
+        let target_cookie = target_cookie.map(|(name, d)| {
+            let expires = now + d.as_secs();
+            let value = live
+                .cookie_key
+                .sign(name, group.targets[ti].cookie_id, expires);
+            cookie::set_cookie_line(name, &value, expires, secure)
+        });
+
         // A 101 opens a byte tunnel only for a WebSocket upgrade the client asked for.
         if status == 101 {
             if !(upgrade_websocket && b.resp.upgrade_websocket) {
@@ -1471,6 +1499,11 @@ async fn proxy<C: Stream>(
                 false,
                 req_version,
                 &mut b.out,
+            );
+            add_cookie_lines(
+                &mut b.out,
+                opts.set_cookie.as_deref(),
+                target_cookie.as_deref(),
             );
             // Set before the write: once any byte of it may have left, a drain
             // that ends the exchange closes the connection instead of answering.
@@ -1509,45 +1542,11 @@ async fn proxy<C: Stream>(
             req_version,
             &mut b.out,
         );
-        // Sticky cookies: the group's (weighted forwards) and the target's.
-        let secure = cfg.protocol == ListenerProtocol::Https;
-        let target_cookie = match &gcfg.stickiness {
-            Some(Stickiness::LbCookie { duration }) => Some((cookie::LB_COOKIE, *duration)),
-            // app_cookie: bound once the target set its cookie, refreshed after.
-            Some(Stickiness::AppCookie {
-                duration,
-                cookie_name,
-            }) => {
-                let sets_app = b.resp.headers.iter().any(|(n, v)| {
-                    b.upstream[n.clone()].eq_ignore_ascii_case(b"set-cookie")
-                        && b.upstream[v.clone()].starts_with(cookie_name.as_bytes())
-                        && b.upstream.get(v.start + cookie_name.len()) == Some(&b'=')
-                });
-                (sets_app || app_session || sticky_target == Some(ti))
-                    .then_some((cookie::APP_COOKIE, *duration))
-            }
-            None => None,
-        };
-        if opts.set_cookie.is_some() || target_cookie.is_some() {
-            // Insert before the head's final empty line.
-            let end = b.out.len().saturating_sub(2);
-            b.out.truncate(end);
-            if let Some(line) = &opts.set_cookie {
-                b.out.extend_from_slice(line.as_bytes());
-                b.out.extend_from_slice(b"\r\n");
-            }
-            if let Some((name, d)) = target_cookie {
-                let expires = now + d.as_secs();
-                let value = live
-                    .cookie_key
-                    .sign(name, group.targets[ti].cookie_id, expires);
-                b.out.extend_from_slice(
-                    cookie::set_cookie_line(name, &value, expires, secure).as_bytes(),
-                );
-                b.out.extend_from_slice(b"\r\n");
-            }
-            b.out.extend_from_slice(b"\r\n");
-        }
+        add_cookie_lines(
+            &mut b.out,
+            opts.set_cookie.as_deref(),
+            target_cookie.as_deref(),
+        );
         // A small body that came in with the head leaves in the same write.
         let resp_head_len = b.resp.head_len;
         let mut body_framing = resp_framing;
@@ -1717,6 +1716,20 @@ async fn stream_request_body<C: Stream>(
         }
         BodyFraming::None | BodyFraming::CloseDelimited => Ok(()),
     }
+}
+
+/// Inserts `Set-Cookie` lines before the final empty line of the head in `out`.
+fn add_cookie_lines(out: &mut Vec<u8>, group: Option<&str>, target: Option<&str>) {
+    if group.is_none() && target.is_none() {
+        return;
+    }
+    let end = out.len().saturating_sub(2);
+    out.truncate(end);
+    for line in [group, target].into_iter().flatten() {
+        out.extend_from_slice(line.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
 }
 
 /// After a 101: bytes flow both ways until either side closes or `idle` passes
