@@ -379,6 +379,29 @@ impl Server {
             tracing::warn!(
                 "shutdown_timeout reached with {left} connections still open; closing them"
             );
+            // End the work still open as a deregistration delay's end does (a
+            // request not yet answered gets a 502, a tunnel or tcp connection
+            // closes), so each still writes its access-log line; then a moment
+            // for those lines before the log closes.
+            let live = shared.live.load_full();
+            let draining: Vec<Arc<crate::targets::TargetState>> =
+                match shared.draining_targets.lock() {
+                    Ok(list) => list.iter().map(|d| d.state.clone()).collect(),
+                    Err(p) => p.into_inner().iter().map(|d| d.state.clone()).collect(),
+                };
+            for st in live
+                .groups
+                .iter()
+                .flat_map(|g| g.targets.iter())
+                .chain(&draining)
+            {
+                st.killed.store(true, Ordering::Release);
+                st.kill.notify_waiters();
+            }
+            let grace = Instant::now() + SHUTDOWN_CUT_GRACE;
+            while shared.connections.load(Ordering::Acquire) > 0 && Instant::now() < grace {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
         }
         let mut control = self.control;
         control.checks.stop();
@@ -392,6 +415,10 @@ impl Server {
         tracing::info!("stopped");
     }
 }
+
+/// After `shutdown_timeout`, how long the work cut off then gets to answer and
+/// log before the access log closes and the workers stop.
+const SHUTDOWN_CUT_GRACE: Duration = Duration::from_secs(1);
 
 fn log_outcome(via: &str, outcome: &ReloadOutcome, took: Duration) {
     match outcome {

@@ -154,3 +154,64 @@ async fn shutdown_delay_keeps_serving_while_readyz_fails() {
     })
     .await;
 }
+
+/// `shutdown_timeout: 1s` with a request still running on the target (it would take
+/// 6 s): about a second after SIGTERM the request is answered 502, and its
+/// access-log line is written before the process exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn work_cut_by_shutdown_timeout_is_answered_and_logged() {
+    bounded(60, async {
+        let a = Backend::start("sloth").await;
+        let (admin, web) = (free_port(), free_port());
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("access.log");
+        let yaml = simple_config(admin, web, &[a.addr]).replace(
+            "runtime: {worker_threads: 2}",
+            &format!(
+                "runtime: {{worker_threads: 2, shutdown_timeout: 1s}}\n\
+                 access_log: {{path: \"{}\", format: json}}",
+                log.display()
+            ),
+        );
+        let mut f = Fulcrum::start(&yaml).await;
+        let slow = tokio::spawn(async move {
+            let raw = b"GET /slow?ms=6000 HTTP/1.1\r\nHost: test.local\r\n\r\n";
+            let t0 = Instant::now();
+            (http_request(local(web), raw).await, t0)
+        });
+        let backend = &a;
+        eventually(
+            Duration::from_secs(5),
+            "the slow request reaches the target",
+            || async move {
+                backend
+                    .seen()
+                    .iter()
+                    .any(|s| s.target.starts_with("/slow"))
+                    .then_some(())
+            },
+        )
+        .await;
+        f.sigterm();
+        let sent = Instant::now();
+        let (r, _) = slow.await.unwrap();
+        let took = sent.elapsed();
+        let r = r.expect("the request cut off is answered");
+        assert_eq!(r.status, 502, "{r:?}");
+        assert!(
+            took >= Duration::from_millis(700) && took < Duration::from_secs(4),
+            "answered {took:?} after SIGTERM; shutdown_timeout is 1 s"
+        );
+        let status = f.wait_exit(Duration::from_secs(10)).await.expect("exits");
+        assert_eq!(status.code(), Some(0), "exit status {status}");
+        let lines = std::fs::read_to_string(&log).unwrap_or_default();
+        let line = lines
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|l| l["request"].as_str().is_some_and(|r| r.contains("/slow")))
+            .unwrap_or_else(|| panic!("no access-log line for the request cut off: {lines}"));
+        assert_eq!(line["elb_status_code"], 502, "{line}");
+        assert_eq!(line["target_group"], "web", "{line}");
+    })
+    .await;
+}

@@ -132,16 +132,16 @@ impl Drop for InFlight {
 
 /// Counts a connection from the balancer to a target in the target's
 /// `active_connections` while it carries a request or a tunnel (dropped: done).
-pub struct ActiveConnection(Arc<TargetState>);
+pub struct ActiveConnection<'a>(&'a TargetState);
 
-impl ActiveConnection {
-    pub fn new(t: &Arc<TargetState>) -> ActiveConnection {
+impl<'a> ActiveConnection<'a> {
+    pub fn new(t: &'a TargetState) -> ActiveConnection<'a> {
         t.active_connections.fetch_add(1, Ordering::Relaxed);
-        ActiveConnection(t.clone())
+        ActiveConnection(t)
     }
 }
 
-impl Drop for ActiveConnection {
+impl Drop for ActiveConnection<'_> {
     fn drop(&mut self) {
         self.0.active_connections.fetch_sub(1, Ordering::Relaxed);
     }
