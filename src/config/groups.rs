@@ -68,11 +68,10 @@ pub(super) fn ca_file(cx: &mut Ctx, n: &Node, path: &str) -> Option<PathBuf> {
     Some(p)
 }
 
+/// SPEC §2: 1..32 of `[A-Za-z0-9-]` (AWS also refuses a leading or trailing `-`;
+/// the spec does not, and it is the contract).
 fn valid_group_name(s: &str) -> bool {
-    (1..=32).contains(&s.len())
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
+    (1..=32).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
 pub(super) fn decode_groups(cx: &mut Ctx, n: Option<&Node>) -> (Vec<TargetGroup>, GroupNames) {
@@ -94,7 +93,7 @@ pub(super) fn decode_groups(cx: &mut Ctx, n: Option<&Node>) -> (Vec<TargetGroup>
                     cx.errs.push(
                         s.pos,
                         f.at("name"),
-                        format!("\"{}\" is not a valid target group name: 1 to 32 of A-Z a-z 0-9 and '-', not starting or ending with '-'", s.v),
+                        format!("\"{}\" is not a valid target group name: 1 to 32 of A-Z a-z 0-9 and '-'", s.v),
                     );
                     None
                 }
@@ -278,7 +277,8 @@ fn decode_stickiness(
     protocol: GroupProtocol,
 ) -> Option<Stickiness> {
     let f = fields(&mut cx.errs, n, path, &schema::STICKINESS)?;
-    if !protocol.is_l7() {
+    let l4 = !protocol.is_l7();
+    if l4 {
         cx.errs.push(
             n.pos,
             path,
@@ -287,7 +287,7 @@ fn decode_stickiness(
                 protocol.as_str()
             ),
         );
-        return None;
+        // The keys inside are still checked: every error in one run.
     }
     let e = &mut cx.errs;
     let kind = match f.get("type") {
@@ -307,6 +307,16 @@ fn decode_stickiness(
         .and_then(|n| nonempty(e, n, &f.at("cookie_name")));
     let kind = kind?;
     match kind.v {
+        _ if l4 => {
+            if kind.v == "app_cookie" && !f.has("cookie_name") {
+                e.push(
+                    f.pos,
+                    f.at("cookie_name"),
+                    "required with type app_cookie: the application's cookie to follow",
+                );
+            }
+            None
+        }
         "app_cookie" => {
             let Some(c) = cookie else {
                 if !f.has("cookie_name") {

@@ -194,7 +194,10 @@ fn decode_listener(cx: &mut Ctx, f: &Fields, refs: &Refs, id: ListenerId) -> Opt
         }
         Some(n) => {
             let list = strings(e, n, &f.at("certificates"));
-            if list.is_empty() {
+            // `null` or a list of bad items already has its error.
+            let reported = !matches!(&n.value, super::node::Value::Seq(items) if items.is_empty())
+                && list.is_empty();
+            if list.is_empty() && !reported {
                 e.push(
                     n.pos,
                     f.at("certificates"),

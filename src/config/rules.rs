@@ -160,7 +160,8 @@ fn pattern(
 /// A condition's list of values; `[]` is an error.
 fn values(cx: &mut Ctx, n: &Node, path: &str) -> Vec<Sp<String>> {
     let list = strings(&mut cx.errs, n, path);
-    if list.is_empty() && matches!(&n.value, Value::Seq(_) | Value::Null) {
+    // `null` or a list whose items are all bad already have their error.
+    if matches!(&n.value, Value::Seq(items) if items.is_empty()) {
         cx.errs.push(n.pos, path, "must list at least one value");
     }
     list
@@ -463,7 +464,8 @@ fn decode_forward(
     protocol: ListenerProtocol,
     groups: &GroupNames,
 ) -> Option<Forward> {
-    if let Value::Str(_) = &n.value {
+    // A group name, also one YAML reads as a number (`forward: 123`).
+    if let Value::Str(_) | Value::Int(_) = &n.value {
         let s = string(&mut cx.errs, n, path)?;
         let id = group_ref(cx, &s, path, protocol, groups)?;
         return Some(Forward {

@@ -327,6 +327,32 @@ fn names_must_be_unique_reported_at_the_repeat() {
 }
 
 #[test]
+fn an_empty_or_null_value_list_is_one_error() {
+    let l = "listeners:\n  - {name: w, protocol: http, bind: 127.0.0.1:1, default_action: {fixed_response: {status: 200}},\n     rules: [{priority: 1, conditions: {host: RULE}, action: {fixed_response: {status: 200}}}]}\n";
+    for (value, needle) in [
+        ("[]", "must list at least one value"),
+        ("~", "expected a list of strings"),
+        ("[~]", "expected"),
+    ] {
+        let e = errors(&l.replace("RULE", value));
+        assert_eq!(e.len(), 1, "host: {value}: {e:?}");
+        assert!(e[0].contains(needle), "host: {value}: {e:?}");
+    }
+}
+
+#[test]
+fn stickiness_on_a_tcp_group_still_checks_its_keys() {
+    let e = errors(
+        "target_groups:\n  - name: t\n    protocol: tcp\n    stickiness: {type: lb_cookie, duration: 9d}\n",
+    );
+    assert!(
+        e.iter().any(|e| e.contains("stickiness is for http")),
+        "{e:?}"
+    );
+    assert!(e.iter().any(|e| e.contains("stickiness.duration")), "{e:?}");
+}
+
+#[test]
 fn target_group_names_are_checked() {
     only(
         "target_groups:\n  - name: bad_name\n",
@@ -343,6 +369,17 @@ fn target_group_names_are_checked() {
         "2:5",
         "target_groups[0].name: required",
     );
+    // SPEC §2's set is the rule: a '-' anywhere is fine.
+    for name in ["web-", "-web", "-"] {
+        let yaml = format!("target_groups:\n  - {{name: \"{name}\", protocol: http}}\n");
+        if let Err(errs) = load_in(tmp().path(), &yaml, Env(vec![])) {
+            let errs: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+            assert!(
+                !errs.iter().any(|e| e.contains("target group name")),
+                "{name}: {errs:?}"
+            );
+        }
+    }
 }
 
 #[test]
@@ -360,6 +397,11 @@ fn actions_must_name_existing_groups() {
         "7:31",
         "listeners[0].default_action.forward: no target group named \"nope\" (known: web)",
     );
+    // A group named by digits is named by digits in the short form too.
+    let y = "target_groups:\n  - {name: 123}\nlisteners:\n  - {name: a, bind: 127.0.0.1:1, default_action: {forward: 123}}\n";
+    let s = load_in(tmp().path(), y, Env(vec![]))
+        .unwrap_or_else(|e| panic!("{:?}", e.iter().map(|e| e.to_string()).collect::<Vec<_>>()));
+    assert_eq!(s.target_groups[0].name, "123");
 }
 
 #[test]
