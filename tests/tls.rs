@@ -147,6 +147,70 @@ async fn https_listener_picks_the_certificate_by_sni() {
     .await;
 }
 
+/// ALPN on an https listener: `http/1.1` or `http/1.0` is chosen when offered (curl
+/// --http1.0 offers only `http/1.0`) and the request is served; an offer of `h2`
+/// alone fails the handshake. A client that connects and sends nothing is closed
+/// after the listener's idle_timeout (1 s here), the only limit before a request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn https_alpn_and_a_silent_client_closed_after_idle_timeout() {
+    bounded(30, async {
+        let dir = tempfile::tempdir().unwrap();
+        let a = self_signed(&["a.test"]);
+        let (ac, ak) = a.write(dir.path(), "a");
+        let be = Backend::start("alpn-be").await;
+        let (admin, port) = (free_port(), free_port());
+        let _f = Fulcrum::start(&yaml(
+            admin,
+            &[("a", &ac, &ak)],
+            &[listener(
+                "web",
+                "https",
+                port,
+                "web",
+                "certificates: [a], idle_timeout: 1s, ",
+            )],
+            &[grp("web", "http", &[], SLOW_HTTP_HC, &[be.addr])],
+        ))
+        .await;
+        for (offer, chosen) in [
+            (&[b"h2" as &[u8], b"http/1.1"][..], b"http/1.1" as &[u8]),
+            (&[b"http/1.0" as &[u8]][..], b"http/1.0"),
+        ] {
+            let mut s = tls_connect_alpn(local(port), offer)
+                .await
+                .unwrap_or_else(|e| panic!("handshake offering {offer:?}: {e}"));
+            assert_eq!(s.get_ref().1.alpn_protocol(), Some(chosen));
+            s.write_all(b"GET /alpn HTTP/1.0\r\nHost: a.test\r\n\r\n")
+                .await
+                .unwrap();
+            let mut resp = Vec::new();
+            tokio::time::timeout(ms(5000), s.read_to_end(&mut resp))
+                .await
+                .expect("response within 5 s")
+                .ok();
+            assert!(text(&resp).starts_with("HTTP/1.1 200"), "{}", text(&resp));
+        }
+        assert!(
+            tls_connect_alpn(local(port), &[b"h2"]).await.is_err(),
+            "an h2-only offer is refused"
+        );
+        // Silent before the handshake: closed after about idle_timeout.
+        let mut silent = tokio::net::TcpStream::connect(local(port)).await.unwrap();
+        let t0 = std::time::Instant::now();
+        let mut buf = [0u8; 64];
+        let n = tokio::time::timeout(ms(8000), silent.read(&mut buf))
+            .await
+            .expect("closed within 8 s");
+        let took = t0.elapsed();
+        assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+        assert!(
+            took >= ms(700) && took < ms(4000),
+            "closed {took:?} after connecting; idle_timeout is 1 s"
+        );
+    })
+    .await;
+}
+
 /// `tls_policy: tls13` refuses a client that offers only TLS 1.2 and accepts TLS
 /// 1.3; the default policy accepts TLS 1.2.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -18,9 +18,6 @@ use crate::snapshot::ListenerProtocol;
 use crate::targets::ListenerState;
 use crate::worker::Workers;
 
-/// A TLS handshake must complete within this time.
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Listen backlog per socket.
 const BACKLOG: i32 = 4096;
 
@@ -213,11 +210,14 @@ fn admit(
                 return; // the listener's certificates could not be used (logged at load)
             };
             let protocol = cfg.protocol;
+            // Before the first request only idle_timeout applies (SPEC §3): the
+            // handshake gets that long.
+            let handshake_timeout = cfg.idle_timeout;
             let shared = shared.clone();
             tokio::spawn(async move {
                 let local = stream.local_addr().unwrap_or(peer);
                 let acceptor = tokio_rustls::TlsAcceptor::from(server_cfg);
-                let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream))
+                let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream))
                     .await
                 {
                     Ok(Ok(t)) => t,

@@ -46,7 +46,9 @@ pub fn server_config(
         )
     })?;
     if listener.protocol == ListenerProtocol::Https {
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        // HTTP/1.1 and 1.0 (curl --http1.0 offers only `http/1.0`); a client that
+        // offers ALPN with neither fails the handshake (no h2 here).
+        config.alpn_protocols = vec![b"http/1.1".to_vec(), b"http/1.0".to_vec()];
     }
     Ok(Arc::new(config))
 }

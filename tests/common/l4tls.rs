@@ -437,6 +437,21 @@ pub async fn tls_connect(
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))?
 }
 
+/// [`tls_connect`] offering `alpn` (no SNI, both TLS versions).
+pub async fn tls_connect_alpn(
+    addr: SocketAddr,
+    alpn: &[&[u8]],
+) -> io::Result<TlsStream<TcpStream>> {
+    let mut cfg = (*client_config(Versions::Both)).clone();
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let tcp = TcpStream::connect(addr).await?;
+    let name = ServerName::IpAddress(addr.ip().into());
+    let fut = TlsConnector::from(Arc::new(cfg)).connect(name, tcp);
+    tokio::time::timeout(std::time::Duration::from_secs(5), fut)
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))?
+}
+
 /// The leaf certificate the server presented.
 pub fn peer_leaf(s: &TlsStream<TcpStream>) -> CertificateDer<'static> {
     s.get_ref()
