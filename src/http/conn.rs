@@ -586,26 +586,19 @@ async fn request<C: Stream>(
         // 405 and 463 are found last, on a head parsed whole: the request goes
         // through desync classification first (its 400 comes before them, SPEC §3)
         // and is answered below, once it is known whether the connection goes on.
+        // So is a 501: in strictest mode a request that is also not compliant is
+        // blocked with the 400 that comes first.
         let (parsed, late) = match parsed {
             Err(
-                e
-                @ (head::RequestError::MethodNotAllowed | head::RequestError::TooManyForwardedFor),
+                e @ (head::RequestError::MethodNotAllowed
+                | head::RequestError::TooManyForwardedFor
+                | head::RequestError::NotImplemented(_)),
             ) => (Ok(()), Some(e)),
             p => (p, None),
         };
         if let Err(e) = parsed {
             head_bytes_in(b, metrics, grown);
             let status = e.status();
-            // A 501 comes from a head that parsed whole: its request line and user
-            // agent are logged, and a HEAD gets the head alone.
-            let whole = matches!(e, head::RequestError::NotImplemented(_));
-            let is_head = whole && b.req.method_kind == head::Method::Head;
-            if whole && b.rec.is_some() {
-                start_record(b, cfg, local_port, desync::Verdict::COMPLIANT);
-                if let Some(r) = b.rec.as_mut() {
-                    r.received_bytes -= grown as u64;
-                }
-            }
             if let Some(v) = desync::classify_error(e) {
                 metrics.desync(v.class.as_str());
                 if let Some(r) = b.rec.as_mut() {
@@ -614,7 +607,7 @@ async fn request<C: Stream>(
                 }
             }
             tracing::debug!(listener = %listener, client = %peer, reason = e.reason(), "request refused with {status}");
-            refuse(client, &live, b, metrics, status, true, is_head, e.reason()).await;
+            refuse(client, &live, b, metrics, status, true, false, e.reason()).await;
             return false;
         }
         metrics.bytes_in.increment((b.req.head_len - grown) as u64);
@@ -669,9 +662,11 @@ async fn request<C: Stream>(
         let keep = b.req.keep_alive && !old_age && !*draining.borrow() && !close_both;
         if let Some(e) = late {
             // After a 405 or 463 a bodiless keep-alive request leaves the
-            // connection open for the next one.
+            // connection open for the next one; after a 501 the body's length is
+            // unknown and the connection closes.
             let status = e.status();
-            let goes_on = keep && can_go_on(b, cfg, born, draining);
+            let not_implemented = matches!(e, head::RequestError::NotImplemented(_));
+            let goes_on = keep && !not_implemented && can_go_on(b, cfg, born, draining);
             tracing::debug!(listener = %listener, client = %peer, reason = e.reason(), "request refused with {status}");
             if refuse(
                 client,

@@ -1,6 +1,7 @@
 //! `X-Amzn-Trace-Id` in ALB's format (aws-reference §5.3): `Root=1-<8 hex epoch
-//! seconds>-<24 hex>` added when absent; a `Self=` field inserted before an
-//! existing `Root` (or updated when present).
+//! seconds>-<24 hex>` added when absent (or when the header has no `Root`, keeping
+//! the application's fields); a `Self=` field inserted before an existing `Root`
+//! (or updated when present).
 
 /// A new trace id segment `1-xxxxxxxx-yyyyyyyyyyyyyyyyyyyyyyyy`.
 fn segment(now_unix: u64, out: &mut String) {
@@ -50,7 +51,21 @@ pub fn write(client: Option<&str>, now_unix: u64, out: &mut String) {
                 out.push_str(field);
             }
         }
-        _ => {
+        Some(c) => {
+            // No Root: a new one first; the application's fields are kept (an old
+            // Self, naming no trace, is dropped).
+            out.push_str("Root=");
+            segment(now_unix, out);
+            for field in c
+                .split(';')
+                .map(str::trim)
+                .filter(|f| !f.is_empty() && !f.starts_with("Self=") && f.contains('='))
+            {
+                out.push(';');
+                out.push_str(field);
+            }
+        }
+        None => {
             out.push_str("Root=");
             segment(now_unix, out);
         }
@@ -80,6 +95,17 @@ mod tests {
         assert!(is_segment(seg), "{v}");
         assert!(seg.starts_with("1-67891233-"));
         assert!(value(Some("  "), 1).starts_with("Root=1-"));
+    }
+
+    #[test]
+    fn without_root_a_new_root_keeps_the_application_fields() {
+        let v = value(
+            Some("Sampled=1;Self=1-00000001-000000000000000000000001;junk"),
+            1,
+        );
+        let (first, rest) = v.split_once(';').unwrap();
+        assert!(is_segment(first.strip_prefix("Root=").unwrap()), "{v}");
+        assert_eq!(rest, "Sampled=1", "{v}");
     }
 
     #[test]
