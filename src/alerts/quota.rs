@@ -34,6 +34,21 @@ impl Pacer {
         self.next
     }
 
+    /// At start: the spacing after the last send the ledger remembers still holds
+    /// (a restart does not reset the pacing).
+    pub fn resume(
+        sends: &[(SystemTime, u32)],
+        rate: f64,
+        now: Instant,
+        now_sys: SystemTime,
+    ) -> Pacer {
+        let next = sends.iter().max_by_key(|s| s.0).and_then(|&(at, n)| {
+            let free_at = at + spacing(n, rate);
+            free_at.duration_since(now_sys).ok().map(|wait| now + wait)
+        });
+        Pacer { next }
+    }
+
     /// A message to `recipients` was accepted at `now`.
     pub fn sent(&mut self, now: Instant, recipients: u32, rate: f64) {
         self.next = Some(now + spacing(recipients, rate));
@@ -183,6 +198,23 @@ mod tests {
         p.sent(start, 50, 14.0);
         let d = p.ready_at().unwrap() - start;
         assert!((d.as_secs_f64() - 50.0 / 14.0).abs() < 1e-6, "{d:?}");
+    }
+
+    #[test]
+    fn pacing_resumes_from_the_ledger_after_a_restart() {
+        let now = Instant::now();
+        let sys = SystemTime::now();
+        // 4 recipients at 1/s, 1 s ago: 3 s still to wait; the older send is ignored.
+        let sends = [
+            (sys - Duration::from_secs(60), 10),
+            (sys - Duration::from_secs(1), 4),
+        ];
+        let p = Pacer::resume(&sends, 1.0, now, sys);
+        assert_eq!(p.ready_at(), Some(now + Duration::from_secs(3)));
+        // Long over, or nothing sent: no wait.
+        let old = [(sys - Duration::from_secs(10), 4)];
+        assert_eq!(Pacer::resume(&old, 1.0, now, sys).ready_at(), None);
+        assert_eq!(Pacer::resume(&[], 1.0, now, sys).ready_at(), None);
     }
 
     #[test]

@@ -81,6 +81,7 @@ impl Runner {
                 persisted: true,
             })
             .collect();
+        let pacer = Pacer::resume(&ledger, settings.max_send_rate, now, SystemTime::now());
         Runner {
             quota: DailyQuota::from_ledger(ledger, SystemTime::now()),
             settings,
@@ -90,7 +91,7 @@ impl Runner {
             rx,
             batcher,
             outbox,
-            pacer: Pacer::default(),
+            pacer,
             backoff: Backoff::new(tuning.backoff),
             retry_at: None,
             relay: None,
