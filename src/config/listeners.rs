@@ -110,7 +110,7 @@ pub(super) fn decode_listeners(
                 Some(nm) => format!("listener {}", nm.v),
                 None => path.clone(),
             };
-            check_overlap(cx, &binds, b, &f.at("bind"));
+            check_overlap(cx, &binds, b, &f.at("bind"), &owner);
             binds.push((b.clone(), f.at("bind"), owner));
         }
         cx.listener_port = bind.as_ref().map(|b| b.v.port());
@@ -136,8 +136,26 @@ fn check_overlap(
     earlier: &[(Sp<SocketAddr>, String, String)],
     b: &Sp<SocketAddr>,
     path: &str,
+    b_owner: &str,
 ) {
-    if let Some((other, _, owner)) = earlier.iter().find(|(o, _, _)| overlaps(&o.v, &b.v)) {
+    if let Some((other, other_path, owner)) = earlier.iter().find(|(o, _, _)| overlaps(&o.v, &b.v))
+    {
+        // The admin bind is checked first but may come later in the file: the
+        // overlap is reported where it repeats (SPEC §1).
+        let admin_later = owner == "the admin API"
+            && other.pos != super::Pos::START
+            && (other.pos.line, other.pos.col) > (b.pos.line, b.pos.col);
+        if admin_later {
+            cx.errs.push(
+                other.pos,
+                other_path,
+                format!(
+                    "{} overlaps {b_owner} (line {}) bound to {}: the same port on overlapping addresses",
+                    other.v, b.pos.line, b.v
+                ),
+            );
+            return;
+        }
         let at = if other.pos == super::Pos::START && owner == "the admin API" {
             " (admin.bind's default)".to_owned()
         } else {

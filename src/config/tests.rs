@@ -763,6 +763,16 @@ fn overlapping_binds() {
         "8:21",
         "listeners[3].bind: 127.0.0.1:9900 overlaps the admin API",
     );
+    // An admin block written after the listener is the repeat: reported there.
+    let e = errors(&format!(
+        "{GROUP}listeners:\n  - {{name: d, bind: 127.0.0.1:9901, default_action: {{forward: web}}}}\nadmin: {{bind: \"127.0.0.1:9901\"}}\n"
+    ));
+    assert_eq!(e.len(), 1, "{e:?}");
+    expect(
+        &e,
+        "6:15",
+        "admin.bind: 127.0.0.1:9901 overlaps listener d (line 5) bound to 127.0.0.1:9901",
+    );
     // admin off: no overlap
     let _ = load_ok(&format!(
         "admin: {{bind: \"off\"}}\n{GROUP}listeners:\n  - {{name: d, bind: 127.0.0.1:9900, default_action: {{forward: web}}}}\n"
