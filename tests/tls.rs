@@ -211,6 +211,42 @@ async fn https_alpn_and_a_silent_client_closed_after_idle_timeout() {
     .await;
 }
 
+/// A client that connected to an https listener and never started its handshake
+/// does not hold up a shutdown: SIGTERM drops it as an idle connection, and the
+/// process exits well before `shutdown_timeout` (30 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pending_handshake_does_not_hold_up_shutdown() {
+    bounded(30, async {
+        let dir = tempfile::tempdir().unwrap();
+        let a = self_signed(&["a.test"]);
+        let (ac, ak) = a.write(dir.path(), "a");
+        let be = Backend::start("hs-be").await;
+        let (admin, port) = (free_port(), free_port());
+        let mut f = Fulcrum::start(&yaml(
+            admin,
+            &[("a", &ac, &ak)],
+            &[listener("web", "https", port, "web", "certificates: [a], ")],
+            &[grp("web", "http", &[], SLOW_HTTP_HC, &[be.addr])],
+        ))
+        .await;
+        let mut silent = tokio::net::TcpStream::connect(local(port)).await.unwrap();
+        tokio::time::sleep(ms(300)).await;
+        f.sigterm();
+        let t0 = std::time::Instant::now();
+        let status = f.wait_exit(Duration::from_secs(10)).await.expect("exits");
+        assert_eq!(status.code(), Some(0), "{status}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "took {:?}",
+            t0.elapsed()
+        );
+        let mut buf = [0u8; 16];
+        let n = tokio::time::timeout(ms(2000), silent.read(&mut buf)).await;
+        assert!(matches!(n, Ok(Ok(0) | Err(_))), "{n:?}");
+    })
+    .await;
+}
+
 /// `tls_policy: tls13` refuses a client that offers only TLS 1.2 and accepts TLS
 /// 1.3; the default policy accepts TLS 1.2.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

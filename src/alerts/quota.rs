@@ -42,9 +42,15 @@ impl Pacer {
         now: Instant,
         now_sys: SystemTime,
     ) -> Pacer {
+        // A send stamped in the future (the clock went back) waits no longer
+        // than its own spacing.
         let next = sends.iter().max_by_key(|s| s.0).and_then(|&(at, n)| {
-            let free_at = at + spacing(n, rate);
-            free_at.duration_since(now_sys).ok().map(|wait| now + wait)
+            let gap = spacing(n, rate);
+            let free_at = at + gap;
+            free_at
+                .duration_since(now_sys)
+                .ok()
+                .map(|wait| now + wait.min(gap))
         });
         Pacer { next }
     }
@@ -215,6 +221,12 @@ mod tests {
         let old = [(sys - Duration::from_secs(10), 4)];
         assert_eq!(Pacer::resume(&old, 1.0, now, sys).ready_at(), None);
         assert_eq!(Pacer::resume(&[], 1.0, now, sys).ready_at(), None);
+        // Stamped an hour ahead (the clock went back): still only its spacing.
+        let ahead = [(sys + Duration::from_secs(3600), 4)];
+        assert_eq!(
+            Pacer::resume(&ahead, 1.0, now, sys).ready_at(),
+            Some(now + Duration::from_secs(4))
+        );
     }
 
     #[test]

@@ -306,17 +306,7 @@ fn decode_stickiness(
         .get("cookie_name")
         .and_then(|n| nonempty(e, n, &f.at("cookie_name")));
     let kind = kind?;
-    match kind.v {
-        _ if l4 => {
-            if kind.v == "app_cookie" && !f.has("cookie_name") {
-                e.push(
-                    f.pos,
-                    f.at("cookie_name"),
-                    "required with type app_cookie: the application's cookie to follow",
-                );
-            }
-            None
-        }
+    let sticky = match kind.v {
         "app_cookie" => {
             let Some(c) = cookie else {
                 if !f.has("cookie_name") {
@@ -355,7 +345,9 @@ fn decode_stickiness(
             }
             Some(Stickiness::LbCookie { duration })
         }
-    }
+    };
+    // On a tcp/tls group (already an error) the checked keys are not used.
+    sticky.filter(|_| !l4)
 }
 
 /// `"200"`, `"200,202"`, `"200-299"` (and combinations) -> inclusive ranges.

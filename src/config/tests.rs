@@ -350,6 +350,10 @@ fn stickiness_on_a_tcp_group_still_checks_its_keys() {
         "{e:?}"
     );
     assert!(e.iter().any(|e| e.contains("stickiness.duration")), "{e:?}");
+    let e = errors(
+        "target_groups:\n  - name: t\n    protocol: tcp\n    stickiness: {type: app_cookie, cookie_name: FULCRUMLBX}\n",
+    );
+    assert!(e.iter().any(|e| e.contains("reserved")), "{e:?}");
 }
 
 #[test]

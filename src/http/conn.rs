@@ -666,6 +666,14 @@ async fn request<C: Stream>(
             // unknown and the connection closes.
             let status = e.status();
             let not_implemented = matches!(e, head::RequestError::NotImplemented(_));
+            if not_implemented {
+                // The body bytes that came with the head were read too.
+                let extra = b.client.len().saturating_sub(b.req.head_len) as u64;
+                metrics.bytes_in.increment(extra);
+                if let Some(r) = b.rec.as_mut() {
+                    r.received_bytes += extra;
+                }
+            }
             let goes_on = keep && !not_implemented && can_go_on(b, cfg, born, draining);
             tracing::debug!(listener = %listener, client = %peer, reason = e.reason(), "request refused with {status}");
             if refuse(
@@ -1337,7 +1345,16 @@ async fn proxy<C: Stream>(
         let tls = live.target_tls(gid, ti);
         // Boxed: a new connection (rare with pooling) carries a large TLS
         // handshake state that every pooled request would otherwise move along.
-        match Box::pin(pool::connect(addr, tls, None, CONNECT_TIMEOUT)).await {
+        // A connect still pending when the target's deregistration delay (or the
+        // shutdown's) ends is cut off with a 502 like the rest of its work.
+        let connected = tokio::select! {
+            r = Box::pin(pool::connect(addr, tls, None, CONNECT_TIMEOUT)) => r,
+            _ = group.targets[ti].killed() => {
+                b.out = head_bytes;
+                return Err(Fail::Status(502));
+            }
+        };
+        match connected {
             Ok(s) => break (ti, s, false),
             Err(_) if !retried && group.targets.len() > 1 => {
                 gm.connection_error();

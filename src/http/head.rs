@@ -526,9 +526,6 @@ fn classify_request(
     if let Some(r) = reason {
         return Err(BadRequest(r));
     }
-    if f.te.any && !f.te.lone_chunked() {
-        return Err(RequestError::NotImplemented("UnsupportedTransferEncoding"));
-    }
 
     head.framing = match (f.te.any, f.cl.value) {
         (true, _) => BodyFraming::Chunked,
@@ -553,7 +550,11 @@ fn classify_request(
         && f.upgrade_ws
         && f.conn.upgrade;
     head.xff_count = f.xff;
-    // Last, with the framing known: the connection can go on after these answers.
+    // Last, with the head's fields set (desync classification reads them): 501,
+    // then 405 and 463, after which the connection can go on.
+    if f.te.any && !f.te.lone_chunked() {
+        return Err(RequestError::NotImplemented("UnsupportedTransferEncoding"));
+    }
     if method == b"TRACE" {
         return Err(RequestError::MethodNotAllowed);
     }

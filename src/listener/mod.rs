@@ -217,15 +217,20 @@ fn admit(
             tokio::spawn(async move {
                 let local = stream.local_addr().unwrap_or(peer);
                 let acceptor = tokio_rustls::TlsAcceptor::from(server_cfg);
-                let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream))
-                    .await
-                {
-                    Ok(Ok(t)) => t,
-                    Ok(Err(e)) => {
-                        tracing::debug!(listener = %name, client = %peer, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => return,
+                // A handshake still running at shutdown is dropped, as an idle
+                // connection is.
+                let mut draining = shared.draining.subscribe();
+                let handshake = tokio::time::timeout(handshake_timeout, acceptor.accept(stream));
+                let tls = tokio::select! {
+                    r = handshake => match r {
+                        Ok(Ok(t)) => t,
+                        Ok(Err(e)) => {
+                            tracing::debug!(listener = %name, client = %peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => return,
+                    },
+                    _ = draining.wait_for(|d| *d) => return,
                 };
                 let info: Option<crate::tls::server::TlsInfo> = {
                     let live = shared.live.load();

@@ -396,6 +396,31 @@ fn desync_facts_are_recorded() {
     assert!(h.suspicious_header && !h.duplicate_content_length);
 }
 
+/// A 501 head is classified for desync mitigation before it is answered, so its
+/// fields are its own, never those of the request before it on the connection.
+#[test]
+fn a_501_head_sets_its_own_fields() {
+    let mut head = RequestHead::default();
+    let first = req(&[
+        "POST / HTTP/1.1",
+        "Host: a",
+        "Content-Length: 5",
+        "Transfer_Encoding: x",
+    ]);
+    assert_eq!(
+        parse_request(&first, &Limits::default(), &mut head),
+        Ok(Some(()))
+    );
+    assert!(head.suspicious_header);
+    let gzip = req(&["GET / HTTP/1.1", "Host: a", "Transfer-Encoding: gzip"]);
+    assert_eq!(
+        parse_request(&gzip, &Limits::default(), &mut head),
+        Err(NotImplemented("UnsupportedTransferEncoding"))
+    );
+    assert_eq!(head.framing, BodyFraming::Chunked);
+    assert!(!head.suspicious_header && !head.te_with_cl && !head.duplicate_content_length);
+}
+
 #[test]
 fn errors_know_their_status() {
     assert_eq!(BadRequest("x").status(), 400);
