@@ -1476,3 +1476,48 @@ async fn kill_9_after_the_relay_accepted_repeats_with_the_same_alert_id() {
     })
     .await;
 }
+
+/// A target that never completes a connect: the request is answered 504 once the
+/// 10 s connect limit passes (SPEC §3: no connection to the target within 10 s),
+/// not before and not much after, and counted as a target connection error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_connect_that_never_completes_is_504_after_10_s() {
+    bounded(60, async {
+        let hole = Blackhole::start();
+        let hc = Backend::start("hc-only").await;
+        let (admin, web) = (free_port(), free_port());
+        let g = group(
+            "web",
+            "http",
+            &[],
+            &format!(
+                "port: {}, path: /hc, interval: 30s, timeout: 2s",
+                hc.addr.port()
+            ),
+            &[tgt(hole.addr)],
+        );
+        let f = Fulcrum::start(&lb_config(
+            "name: lb-test, zone: zone-a",
+            admin,
+            &[("web", "http", web, "web")],
+            &[g],
+        ))
+        .await;
+        let t0 = Instant::now();
+        let r = get(local(web), "/never").await;
+        let took = t0.elapsed();
+        assert_eq!(r.status, 504, "{r:?}");
+        assert!(
+            took >= Duration::from_secs(9) && took < Duration::from_secs(14),
+            "504 after {took:?}; the connect limit is 10 s"
+        );
+        let errors = f
+            .metric(
+                "fulcrum_target_connection_errors_total",
+                &[("target_group", "web")],
+            )
+            .await;
+        assert_eq!(errors, Some(1.0));
+    })
+    .await;
+}

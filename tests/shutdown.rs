@@ -215,3 +215,71 @@ async fn work_cut_by_shutdown_timeout_is_answered_and_logged() {
     })
     .await;
 }
+
+/// A request still waiting for its target's connect (a target that never completes
+/// one) when `shutdown_timeout` (1 s) ends is answered 502 and logged, like the
+/// work already running on a target.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_connect_pending_at_the_shutdown_cut_is_answered_and_logged() {
+    bounded(60, async {
+        let hole = Blackhole::start();
+        let hc = Backend::start("hc-only").await;
+        let (admin, web) = (free_port(), free_port());
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("access.log");
+        let g = group(
+            "web",
+            "http",
+            &[],
+            &format!(
+                "port: {}, path: /hc, interval: 30s, timeout: 2s",
+                hc.addr.port()
+            ),
+            &[tgt(hole.addr)],
+        );
+        let yaml = lb_config(
+            "name: lb-test, zone: zone-a",
+            admin,
+            &[("web", "http", web, "web")],
+            &[g],
+        )
+        .replace(
+            "runtime: {worker_threads: 2}",
+            &format!(
+                "runtime: {{worker_threads: 2, shutdown_timeout: 1s}}\n\
+                     access_log: {{path: \"{}\", format: json}}",
+                log.display()
+            ),
+        );
+        let mut f = Fulcrum::start(&yaml).await;
+        let req = tokio::spawn(async move {
+            let raw = b"GET /pending HTTP/1.1\r\nHost: test.local\r\n\r\n";
+            http_request(local(web), raw).await
+        });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(!req.is_finished(), "the connect should still be pending");
+        f.sigterm();
+        let sent = Instant::now();
+        let r = req.await.unwrap().expect("the request cut off is answered");
+        let took = sent.elapsed();
+        assert_eq!(r.status, 502, "{r:?}");
+        assert!(
+            took >= Duration::from_millis(700) && took < Duration::from_secs(4),
+            "answered {took:?} after SIGTERM; shutdown_timeout is 1 s"
+        );
+        let status = f.wait_exit(Duration::from_secs(10)).await.expect("exits");
+        assert_eq!(status.code(), Some(0), "exit status {status}");
+        let lines = std::fs::read_to_string(&log).unwrap_or_default();
+        let line = lines
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|l| {
+                l["request"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("/pending"))
+            })
+            .unwrap_or_else(|| panic!("no access-log line for the request cut off: {lines}"));
+        assert_eq!(line["elb_status_code"], 502, "{line}");
+    })
+    .await;
+}

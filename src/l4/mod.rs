@@ -101,14 +101,19 @@ async fn connect(
         }
         let header = cfg.proxy_protocol_v2.then(|| proxy_v2::header(peer, local));
         let began = std::time::Instant::now();
-        match crate::http::pool::connect(
+        let connect = crate::http::pool::connect(
             cfg.targets[i].addr,
             live.target_tls(gid, i),
             header.as_deref(),
             CONNECT_TIMEOUT,
-        )
-        .await
-        {
+        );
+        // A connect still pending when the target's deregistration delay (or the
+        // shutdown's) ends gives up: the connection is closed and logged.
+        let connected = tokio::select! {
+            r = connect => r,
+            _ = group.targets[i].killed() => return None,
+        };
+        match connected {
             Ok(s) => {
                 return Some(Upstream {
                     stream: s,

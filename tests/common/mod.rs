@@ -42,7 +42,8 @@ pub fn repo_root() -> PathBuf {
 }
 
 /// A port on 127.0.0.1 that was free a moment ago.
-pub use ports::free_port;
+#[allow(unused_imports)]
+pub use ports::{Blackhole, free_port};
 
 pub fn local(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))

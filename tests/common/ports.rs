@@ -37,3 +37,35 @@ pub fn free_port() -> u16 {
     }
     panic!("no free port found in {from}-{to}");
 }
+
+/// A target whose connects never complete: a listener with a backlog of 0 whose one
+/// queue slot is taken by a connection nobody accepts, so the kernel drops further
+/// SYNs and a connect waits (SYN retransmits) until its caller gives up. Loopback
+/// only; dropping it closes everything.
+pub struct Blackhole {
+    pub addr: std::net::SocketAddr,
+    _listener: socket2::Socket,
+    _filler: std::net::TcpStream,
+}
+
+impl Blackhole {
+    pub fn start() -> Blackhole {
+        use socket2::{Domain, Socket, Type};
+        let s = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+        let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+        s.bind(&any.into()).expect("bind");
+        s.listen(0).expect("listen");
+        let addr = s
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .expect("address");
+        let filler = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2))
+            .expect("the one queue slot");
+        Blackhole {
+            addr,
+            _listener: s,
+            _filler: filler,
+        }
+    }
+}
