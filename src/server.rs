@@ -309,11 +309,25 @@ impl Server {
         let mut upkeep = tokio::time::interval(Duration::from_secs(5));
         loop {
             tokio::select! {
+                // In this order: a stop first; then a SIGHUP, which also serves the
+                // API calls queued meanwhile, so at most one reload waits whoever
+                // asked for it (SPEC §7).
+                biased;
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = async { match stop_rx.as_mut() { Some(rx) => { let _ = rx.await; } None => std::future::pending().await } } => break,
                 _ = hup.recv() => {
                     self.control.registry.reopen_access_log();
+                    let mut waiters = Vec::new();
+                    while let Ok(w) = self.reload_rx.try_recv() {
+                        waiters.push(w);
+                    }
                     let t = Instant::now();
                     let outcome = self.control.reload().await;
                     log_outcome("SIGHUP", &outcome, t.elapsed());
+                    for w in waiters {
+                        let _ = w.send(outcome.clone());
+                    }
                 }
                 Some(first) = self.reload_rx.recv() => {
                     // Everyone who asked while a reload ran shares the next one.
@@ -328,9 +342,6 @@ impl Server {
                         let _ = w.send(outcome.clone());
                     }
                 }
-                _ = term.recv() => break,
-                _ = int.recv() => break,
-                _ = async { match stop_rx.as_mut() { Some(rx) => { let _ = rx.await; } None => std::future::pending().await } } => break,
                 _ = watchdog_tick.tick(), if watchdog.is_some() => {
                     let now = self.control.workers.progress();
                     // Only while every worker moved since the last tick.
