@@ -1486,23 +1486,7 @@ async fn a_connect_that_never_completes_is_504_after_10_s() {
         let hole = Blackhole::start();
         let hc = Backend::start("hc-only").await;
         let (admin, web) = (free_port(), free_port());
-        let g = group(
-            "web",
-            "http",
-            &[],
-            &format!(
-                "port: {}, path: /hc, interval: 30s, timeout: 2s",
-                hc.addr.port()
-            ),
-            &[tgt(hole.addr)],
-        );
-        let f = Fulcrum::start(&lb_config(
-            "name: lb-test, zone: zone-a",
-            admin,
-            &[("web", "http", web, "web")],
-            &[g],
-        ))
-        .await;
+        let f = Fulcrum::start(&checked_elsewhere(admin, web, hole.addr, hc.addr.port())).await;
         let t0 = Instant::now();
         let r = get(local(web), "/never").await;
         let took = t0.elapsed();

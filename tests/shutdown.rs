@@ -227,27 +227,11 @@ async fn a_connect_pending_at_the_shutdown_cut_is_answered_and_logged() {
         let (admin, web) = (free_port(), free_port());
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("access.log");
-        let g = group(
-            "web",
-            "http",
-            &[],
-            &format!(
-                "port: {}, path: /hc, interval: 30s, timeout: 2s",
-                hc.addr.port()
-            ),
-            &[tgt(hole.addr)],
-        );
-        let yaml = lb_config(
-            "name: lb-test, zone: zone-a",
-            admin,
-            &[("web", "http", web, "web")],
-            &[g],
-        )
-        .replace(
+        let yaml = checked_elsewhere(admin, web, hole.addr, hc.addr.port()).replace(
             "runtime: {worker_threads: 2}",
             &format!(
                 "runtime: {{worker_threads: 2, shutdown_timeout: 1s}}\n\
-                     access_log: {{path: \"{}\", format: json}}",
+                 access_log: {{path: \"{}\", format: json}}",
                 log.display()
             ),
         );

@@ -218,3 +218,22 @@ impl Sampler {
         self.task.await.expect("sampler task")
     }
 }
+
+/// Listener `web` (http, on `web`) forwarding to group `web` whose one target is
+/// `target`, health-checked on `hc_port` instead (so a target that takes no
+/// connection, such as a [`super::Blackhole`], still counts as healthy).
+pub fn checked_elsewhere(admin: u16, web: u16, target: SocketAddr, hc_port: u16) -> String {
+    let g = group(
+        "web",
+        "http",
+        &[],
+        &format!("port: {hc_port}, path: /hc, interval: 30s, timeout: 2s"),
+        &[tgt(target)],
+    );
+    lb_config(
+        "name: lb-test, zone: zone-a",
+        admin,
+        &[("web", "http", web, "web")],
+        &[g],
+    )
+}
