@@ -12,6 +12,32 @@ async fn refused(port: u16) -> bool {
     tokio::net::TcpStream::connect(local(port)).await.is_err()
 }
 
+/// Sends `GET path` (to a `/slow?ms=N` target) in the background and waits until
+/// `backend` has it; returns the pending answer.
+async fn slow_request_reaching(
+    web: u16,
+    path: &'static str,
+    backend: &Backend,
+) -> tokio::task::JoinHandle<std::io::Result<Response>> {
+    let slow = tokio::spawn(async move {
+        let raw = format!("GET {path} HTTP/1.1\r\nHost: test.local\r\n\r\n");
+        http_request(local(web), raw.as_bytes()).await
+    });
+    eventually(
+        Duration::from_secs(5),
+        "the slow request reaches the target",
+        || async move {
+            backend
+                .seen()
+                .iter()
+                .any(|s| s.target.starts_with("/slow"))
+                .then_some(())
+        },
+    )
+    .await;
+    slow
+}
+
 /// A request in flight at SIGTERM completes with 200; the listening socket closes
 /// meanwhile, an idle keep-alive client is closed, and the process exits 0 well
 /// before `shutdown_timeout` (30 s).
@@ -24,23 +50,7 @@ async fn sigterm_lets_the_request_in_flight_finish_then_exits_0() {
         let mut idle = Conn::connect(local(web)).await.unwrap();
         assert_eq!(idle.get("/warm").await.unwrap().status, 200);
 
-        let slow = tokio::spawn(async move {
-            let raw = b"GET /slow?ms=1500 HTTP/1.1\r\nHost: test.local\r\n\r\n";
-            http_request(local(web), raw).await
-        });
-        let backend = &a;
-        eventually(
-            Duration::from_secs(5),
-            "the slow request reaches the target",
-            || async move {
-                backend
-                    .seen()
-                    .iter()
-                    .any(|s| s.target.starts_with("/slow"))
-                    .then_some(())
-            },
-        )
-        .await;
+        let slow = slow_request_reaching(web, "/slow?ms=1500", &a).await;
 
         f.sigterm();
         let t0 = Instant::now();
@@ -174,27 +184,10 @@ async fn work_cut_by_shutdown_timeout_is_answered_and_logged() {
             ),
         );
         let mut f = Fulcrum::start(&yaml).await;
-        let slow = tokio::spawn(async move {
-            let raw = b"GET /slow?ms=6000 HTTP/1.1\r\nHost: test.local\r\n\r\n";
-            let t0 = Instant::now();
-            (http_request(local(web), raw).await, t0)
-        });
-        let backend = &a;
-        eventually(
-            Duration::from_secs(5),
-            "the slow request reaches the target",
-            || async move {
-                backend
-                    .seen()
-                    .iter()
-                    .any(|s| s.target.starts_with("/slow"))
-                    .then_some(())
-            },
-        )
-        .await;
+        let slow = slow_request_reaching(web, "/slow?ms=6000", &a).await;
         f.sigterm();
         let sent = Instant::now();
-        let (r, _) = slow.await.unwrap();
+        let r = slow.await.unwrap();
         let took = sent.elapsed();
         let r = r.expect("the request cut off is answered");
         assert_eq!(r.status, 502, "{r:?}");

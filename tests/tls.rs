@@ -147,6 +147,30 @@ async fn https_listener_picks_the_certificate_by_sni() {
     .await;
 }
 
+/// An https listener `web` with one self-signed certificate (`a.test`) in front of
+/// one backend; `extra` are listener flow keys ending in `, `. Returns the running
+/// balancer, its port, and what must outlive it (the certificate files, the backend).
+async fn one_https_listener(extra: &str) -> (Fulcrum, u16, tempfile::TempDir, Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let (ac, ak) = self_signed(&["a.test"]).write(dir.path(), "a");
+    let be = Backend::start("https-be").await;
+    let (admin, port) = (free_port(), free_port());
+    let f = Fulcrum::start(&yaml(
+        admin,
+        &[("a", &ac, &ak)],
+        &[listener(
+            "web",
+            "https",
+            port,
+            "web",
+            &format!("certificates: [a], {extra}"),
+        )],
+        &[grp("web", "http", &[], SLOW_HTTP_HC, &[be.addr])],
+    ))
+    .await;
+    (f, port, dir, be)
+}
+
 /// ALPN on an https listener: `http/1.1` or `http/1.0` is chosen when offered (curl
 /// --http1.0 offers only `http/1.0`) and the request is served; an offer of `h2`
 /// alone fails the handshake. A client that connects and sends nothing is closed
@@ -154,24 +178,7 @@ async fn https_listener_picks_the_certificate_by_sni() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn https_alpn_and_a_silent_client_closed_after_idle_timeout() {
     bounded(30, async {
-        let dir = tempfile::tempdir().unwrap();
-        let a = self_signed(&["a.test"]);
-        let (ac, ak) = a.write(dir.path(), "a");
-        let be = Backend::start("alpn-be").await;
-        let (admin, port) = (free_port(), free_port());
-        let _f = Fulcrum::start(&yaml(
-            admin,
-            &[("a", &ac, &ak)],
-            &[listener(
-                "web",
-                "https",
-                port,
-                "web",
-                "certificates: [a], idle_timeout: 1s, ",
-            )],
-            &[grp("web", "http", &[], SLOW_HTTP_HC, &[be.addr])],
-        ))
-        .await;
+        let (_f, port, _dir, _be) = one_https_listener("idle_timeout: 1s, ").await;
         for (offer, chosen) in [
             (&[b"h2" as &[u8], b"http/1.1"][..], b"http/1.1" as &[u8]),
             (&[b"http/1.0" as &[u8]][..], b"http/1.0"),
@@ -217,18 +224,7 @@ async fn https_alpn_and_a_silent_client_closed_after_idle_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_pending_handshake_does_not_hold_up_shutdown() {
     bounded(30, async {
-        let dir = tempfile::tempdir().unwrap();
-        let a = self_signed(&["a.test"]);
-        let (ac, ak) = a.write(dir.path(), "a");
-        let be = Backend::start("hs-be").await;
-        let (admin, port) = (free_port(), free_port());
-        let mut f = Fulcrum::start(&yaml(
-            admin,
-            &[("a", &ac, &ak)],
-            &[listener("web", "https", port, "web", "certificates: [a], ")],
-            &[grp("web", "http", &[], SLOW_HTTP_HC, &[be.addr])],
-        ))
-        .await;
+        let (mut f, port, _dir, _be) = one_https_listener("").await;
         let mut silent = tokio::net::TcpStream::connect(local(port)).await.unwrap();
         tokio::time::sleep(ms(300)).await;
         f.sigterm();
