@@ -87,6 +87,8 @@ pub fn format_json(r: &Record, out: &mut String) {
     let addr = |a: Option<SocketAddr>| a.map(|a| canonical(a).to_string());
     let secs = |d: Option<Duration>| d.map_or(-1.0, |d| millis(d) as f64 / 1000.0);
     let text = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+    // An empty quoted field is `-` in the alb format, so `null` here.
+    let opt = |s: &Option<String>| s.as_deref().filter(|s| !s.is_empty()).map(str::to_owned);
     let status_list = r.target_status.map(|s| s.to_string());
     out.push('{');
     field(out, "type", r.kind);
@@ -102,17 +104,17 @@ pub fn format_json(r: &Record, out: &mut String) {
     field(out, "received_bytes", r.received_bytes);
     field(out, "sent_bytes", r.sent_bytes);
     field(out, "request", text(&r.request));
-    field(out, "user_agent", &r.user_agent);
+    field(out, "user_agent", opt(&r.user_agent));
     field(out, "ssl_cipher", r.ssl_cipher);
     field(out, "ssl_protocol", r.ssl_protocol);
     field(out, "target_group", r.target_group.as_deref());
-    field(out, "trace_id", &r.trace_id);
-    field(out, "domain_name", &r.domain_name);
-    field(out, "chosen_cert", &r.chosen_cert);
+    field(out, "trace_id", opt(&r.trace_id));
+    field(out, "domain_name", opt(&r.domain_name));
+    field(out, "chosen_cert", opt(&r.chosen_cert));
     field(out, "matched_rule_priority", r.matched_rule_priority);
     field(out, "request_creation_time", stamp(r.request_creation_time));
     field(out, "actions_executed", text(r.actions_executed));
-    field(out, "redirect_url", &r.redirect_url);
+    field(out, "redirect_url", opt(&r.redirect_url));
     field(out, "error_reason", r.error_reason);
     field(out, "target_list", addr(r.target));
     field(out, "target_status_code_list", status_list);
@@ -666,6 +668,23 @@ mod tests {
             "target_status_code_list": null, "classification": null, "classification_reason": null,
         });
         assert_eq!(json(&tcp_record()), want);
+    }
+
+    /// An empty `User-Agent:` is `"-"` in the alb format and `null` in JSON.
+    #[test]
+    fn empty_text_is_a_dash_and_null() {
+        let mut r = https_record();
+        r.user_agent = Some(String::new());
+        r.trace_id = Some(String::new());
+        let v = json(&r);
+        assert_eq!(
+            (&v["user_agent"], &v["trace_id"]),
+            (&json!(null), &json!(null))
+        );
+        let mut line = String::new();
+        format_alb(&r, &mut line);
+        let f = fields(&line);
+        assert_eq!((f[13].as_str(), f[17].as_str()), ("-", "-"), "{line}");
     }
 
     #[test]

@@ -239,7 +239,7 @@ fn admin_target(a: &AdminArgs) -> Result<(Vec<SocketAddr>, Option<String>), Stri
         Some(p) => Some(
             std::fs::read_to_string(&p)
                 .map_err(|e| format!("cannot read token file {}: {e}", p.display()))?
-                .trim_end_matches(['\n', '\r'])
+                .trim()
                 .to_owned(),
         ),
         None => None,

@@ -28,7 +28,13 @@ pub struct Live {
     pub tls_servers: Vec<Option<Arc<rustls::ServerConfig>>>,
     /// TLS client configs of https/tls target groups, by group id.
     pub tls_clients: Vec<Option<Arc<rustls::ClientConfig>>>,
+    /// The pool's TLS id of each group's connections, by group id: 0 for plain
+    /// TCP, else unique to this group of this snapshot.
+    tls_pool_ids: Vec<u64>,
 }
+
+/// Ids for TLS connection pools; never reused within a process.
+static NEXT_TLS_POOL_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 pub struct LiveListener {
     pub state: Arc<ListenerState>,
@@ -104,9 +110,24 @@ impl Live {
                 ) {
                     return None;
                 }
-                crate::tls::client::client_config(g.verify_tls, g.ca_file.as_deref())
-                    .map_err(|e| tracing::error!(target_group = %g.name, "TLS: {e}"))
-                    .ok()
+                // A config that cannot be built (say the CA file went missing after
+                // validation) fails closed: every handshake is refused, never a
+                // plain-text connection to a TLS target.
+                match crate::tls::client::client_config(g.verify_tls, g.ca_file.as_deref()) {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        tracing::error!(target_group = %g.name, "TLS: {e}; handshakes with its targets will fail");
+                        crate::tls::client::refusing_config(&e)
+                    }
+                }
+            })
+            .collect::<Vec<_>>();
+        let tls_pool_ids = tls_clients
+            .iter()
+            .map(|c: &Option<Arc<rustls::ClientConfig>>| {
+                c.as_ref().map_or(0, |_| {
+                    NEXT_TLS_POOL_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                })
             })
             .collect();
         let group_cookie_ids = snapshot
@@ -123,6 +144,15 @@ impl Live {
             access_log,
             tls_servers,
             tls_clients,
+            tls_pool_ids,
+        }
+    }
+
+    /// The pool key of a connection to `addr` for group `gid`.
+    pub fn pool_key(&self, gid: GroupId, addr: std::net::SocketAddr) -> crate::http::pool::Key {
+        crate::http::pool::Key {
+            addr,
+            tls: self.tls_pool_ids.get(gid.0 as usize).copied().unwrap_or(0),
         }
     }
 

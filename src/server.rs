@@ -100,7 +100,9 @@ fn raise_nofile_limit() {
 fn read_token(snapshot: &Snapshot) -> Option<String> {
     let path = snapshot.admin.token_file.as_ref()?;
     match std::fs::read_to_string(path) {
-        Ok(s) => Some(s.trim_end_matches(['\n', '\r']).to_owned()),
+        // Surrounding whitespace is not part of the token (the presented one is
+        // trimmed alike).
+        Ok(s) => Some(s.trim().to_owned()),
         Err(e) => {
             // An unreadable token must not open the API: use one nobody knows.
             tracing::error!(path = %path.display(), error = %e, "cannot read admin token file; /api/ refuses every request");

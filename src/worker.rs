@@ -24,8 +24,14 @@ pub struct Workers {
     shared: Option<Runtime>,
 }
 
-/// How often a worker proves it is alive.
-const BEAT: Duration = Duration::from_millis(100);
+/// How often a worker proves it is alive: every 100 ms, or four times per
+/// watchdog ping period when that is shorter (so a ping never finds a healthy
+/// worker without a new beat).
+fn beat() -> Duration {
+    const BEAT: Duration = Duration::from_millis(100);
+    crate::systemd::watchdog_interval()
+        .map_or(BEAT, |p| (p / 4).clamp(Duration::from_millis(1), BEAT))
+}
 
 impl Workers {
     /// Starts `n` workers (0 = one per CPU).
@@ -123,7 +129,7 @@ impl Workers {
 }
 
 async fn heartbeat(beats: Arc<Vec<AtomicU64>>, i: usize) {
-    let mut tick = tokio::time::interval(BEAT);
+    let mut tick = tokio::time::interval(beat());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;

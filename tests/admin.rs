@@ -349,3 +349,35 @@ async fn admin_endpoints_check_the_method() {
     })
     .await;
 }
+
+/// A reload request whose body arrives after its head (as from a client writing
+/// them separately) still gets its whole answer: the API reads what the client
+/// sent before closing, so no reset destroys the answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reload_with_a_late_body_gets_its_answer() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    bounded(60, async {
+        let a = Backend::start("late-body").await;
+        let f = Fulcrum::start(&simple_config(free_port(), free_port(), &[a.addr])).await;
+        for _ in 0..3 {
+            let mut s = tokio::net::TcpStream::connect(f.admin).await.unwrap();
+            let body = vec![b'x'; 256 * 1024];
+            let head = format!(
+                "POST /api/v1/reload HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            );
+            s.write_all(head.as_bytes()).await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            // The answer may already be on its way; the body still goes out.
+            let _ = s.write_all(&body).await;
+            let mut got = Vec::new();
+            s.read_to_end(&mut got)
+                .await
+                .expect("the answer, not a reset");
+            let got = String::from_utf8_lossy(&got).into_owned();
+            assert!(got.starts_with("HTTP/1.1 200 "), "{got}");
+            assert!(got.contains("\"result\":\"ok\""), "{got}");
+        }
+    })
+    .await;
+}

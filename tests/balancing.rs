@@ -353,7 +353,8 @@ fn check_cookie_attributes(sc: &str, secs: u64) {
 
 /// `lb_cookie`: `FULCRUMLB` set with its attributes, opaque; sent back it keeps the
 /// target for 30 requests (refreshed on each); a tampered value is ignored and
-/// replaced; a cookie naming a target that became unhealthy is ignored and replaced.
+/// replaced; a cookie naming a target that became unhealthy is ignored and replaced,
+/// also while the group fails open.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn lb_cookie_sticks_and_resists_tampering() {
     bounded(60, async {
@@ -416,6 +417,26 @@ async fn lb_cookie_sticks_and_resists_tampering() {
             let r = get_with(local(web), "/", &cookie(&v2)).await;
             assert_eq!(served_by(&r), moved, "sticks to the new target");
         }
+
+        // All unhealthy: the group fails open, but a cookie naming an unhealthy
+        // target is still ignored, so the requests spread over all three.
+        for b in &bs {
+            b.set_health(500);
+        }
+        for b in &bs {
+            f.wait_state("web", b.addr, "unhealthy", ms(6000)).await;
+        }
+        let mut seen = BTreeSet::new();
+        for _ in 0..9 {
+            let r = get_with(local(web), "/", &cookie(&v2)).await;
+            assert_eq!(r.status, 200);
+            assert!(set_cookie(&r, "FULCRUMLB").is_some(), "replaced");
+            seen.insert(served_by(&r));
+        }
+        assert!(
+            seen.len() >= 2,
+            "the cookie held while failing open: {seen:?}"
+        );
     })
     .await;
 }

@@ -1505,3 +1505,45 @@ async fn a_connect_that_never_completes_is_504_after_10_s() {
     })
     .await;
 }
+
+/// The same connect limit when the group's other target is not eligible: the retry
+/// finds nobody to move to, and the answer is still the 504 of the timed-out
+/// connect, not a 502.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_timed_out_connect_with_no_other_target_is_504() {
+    bounded(60, async {
+        let hole = Blackhole::start();
+        let hc = Backend::start("hc-only").await;
+        let (admin, web) = (free_port(), free_port());
+        // Checked on the health-check port of its own address: 127.0.0.2 has no
+        // listener there, so the second target never becomes healthy.
+        let g = group(
+            "web",
+            "http",
+            &[],
+            &format!(
+                "port: {}, path: /hc, interval: 30s, timeout: 2s",
+                hc.addr.port()
+            ),
+            &[tgt(hole.addr), tgt("127.0.0.2:9".parse().unwrap())],
+        );
+        let cfg = lb_config(
+            "name: lb-test, zone: zone-a",
+            admin,
+            &[("web", "http", web, "web")],
+            &[g],
+        );
+        let f = Fulcrum::start(&cfg).await;
+        f.wait_state("web", hole.addr, "healthy", Duration::from_secs(5))
+            .await;
+        let t0 = Instant::now();
+        let r = get(local(web), "/never").await;
+        let took = t0.elapsed();
+        assert_eq!(r.status, 504, "{r:?}");
+        assert!(
+            took >= Duration::from_secs(9) && took < Duration::from_secs(14),
+            "504 after {took:?}; the connect limit is 10 s"
+        );
+    })
+    .await;
+}

@@ -278,8 +278,9 @@ async fn pingora_cve_2026_2833_upgrade_before_101_is_no_tunnel() {
 
 /// CVE-2026-2835 (Pingora < 0.8): HTTP/1.0 requests with Transfer-Encoding were
 /// framed differently by Pingora and the backend. Chunked from an HTTP/1.0 client is
-/// served, forwarded as HTTP/1.1 chunked, and the connection closes after it; other
-/// codings are refused.
+/// ambiguous (ALB's UndefinedTransferEncodingSemantics): strictest answers 400, the
+/// other modes serve it, forwarded as HTTP/1.1 chunked, and close the connection
+/// after it; other codings are refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pingora_cve_2026_2835_http10_transfer_encoding() {
     bounded(120, async {
@@ -287,7 +288,21 @@ async fn pingora_cve_2026_2835_http10_transfer_encoding() {
         let mut wrong = Vec::new();
         let chunked = "POST /ten HTTP/1.0\r\nHost: test.local\r\nConnection: keep-alive\r\n\
                        Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\nGET /internal HTTP/1.0\r\nHost: test.local\r\n\r\n";
-        run_pipelined(&lab, "HTTP/1.0 chunked", chunked, &mut wrong).await;
+        let mut pipelined = Vec::new();
+        run_pipelined(&lab, "HTTP/1.0 chunked", chunked, &mut pipelined).await;
+        wrong.extend(pipelined.into_iter().filter(|w| !w.contains("[strictest]")));
+        let strictest = lab.ports.iter().find(|(m, _)| *m == "strictest").map(|p| p.1);
+        let before = lab.raw.count();
+        let mut c = Conn::connect(local(strictest.expect("a strictest listener"))).await.unwrap();
+        let _ = c.send(chunked.as_bytes()).await;
+        match tokio::time::timeout(Duration::from_secs(10), c.read_response()).await {
+            Ok(Ok(r)) if r.status == 400 => {}
+            other => wrong.push(format!("HTTP/1.0 chunked [strictest]: {other:?}, want 400")),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if lab.raw.count() != before {
+            wrong.push("HTTP/1.0 chunked [strictest] reached the target".into());
+        }
         for r in lab.raw.requests() {
             if r.body != b"hello" {
                 wrong.push(format!("HTTP/1.0 chunked body at the target: {:?}", text(&r.body)));

@@ -358,7 +358,9 @@ async fn http_listener_to_an_https_group() {
 }
 
 /// `verify_tls: true` with the CA that signed the target's certificate (SAN
-/// 127.0.0.1) answers 200; with another CA the handshake fails and the answer is 502.
+/// 127.0.0.1) answers 200; with another CA the handshake fails and the answer is 502,
+/// even though the first group left a verified connection to the same target in
+/// the pool (pooled TLS connections are never shared between groups).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn verify_tls_with_the_right_and_a_wrong_ca_file() {
     bounded(30, async {
@@ -370,38 +372,44 @@ async fn verify_tls_with_the_right_and_a_wrong_ca_file() {
         std::fs::write(&ca_path, &ca.pem).unwrap();
         std::fs::write(&other_path, &other.pem).unwrap();
         let leaf = ca.sign(&["127.0.0.1", "localhost"]);
-        let t = TcpTarget::start_tls(Kind::TlsHttp, Some(&leaf)).await;
+        let t = TcpTarget::start_tls(Kind::TlsHttpKeepAlive, Some(&leaf)).await;
         let (admin, good, bad) = (free_port(), free_port(), free_port());
         let good_ca = format!("ca_file: \"{}\"", ca_path.display());
         let bad_ca = format!("ca_file: \"{}\"", other_path.display());
-        let f = Fulcrum::start(&yaml(
-            admin,
-            &[],
-            &[
-                listener("good", "http", good, "good", ""),
-                listener("bad", "http", bad, "bad", ""),
-            ],
-            &[
-                grp(
-                    "good",
-                    "https",
-                    &["verify_tls: true", &good_ca],
-                    SLOW_HC,
-                    &[t.addr],
-                ),
-                grp(
-                    "bad",
-                    "https",
-                    &["verify_tls: true", &bad_ca],
-                    SLOW_HC,
-                    &[t.addr],
-                ),
-            ],
-        ))
+        // One worker: the pooled connection is where the next request looks.
+        let f = Fulcrum::start(
+            &yaml(
+                admin,
+                &[],
+                &[
+                    listener("good", "http", good, "good", ""),
+                    listener("bad", "http", bad, "bad", ""),
+                ],
+                &[
+                    grp(
+                        "good",
+                        "https",
+                        &["verify_tls: true", &good_ca],
+                        SLOW_HC,
+                        &[t.addr],
+                    ),
+                    grp(
+                        "bad",
+                        "https",
+                        &["verify_tls: true", &bad_ca],
+                        SLOW_HC,
+                        &[t.addr],
+                    ),
+                ],
+            )
+            .replace("worker_threads: 2", "worker_threads: 1"),
+        )
         .await;
         let r = get(local(good), "/v").await;
         assert_eq!(r.status, 200, "right CA: {}", r.text());
         assert_eq!(r.text(), "tls-ok");
+        let r = get(local(good), "/v2").await;
+        assert_eq!(r.status, 200, "right CA, pooled: {}", r.text());
         let served = t.conns();
         let r = get(local(bad), "/v").await;
         assert_eq!(r.status, 502, "wrong CA: {}", r.text());

@@ -16,6 +16,9 @@ use crate::server::{ReloadHandle, ReloadOutcome, Shared};
 
 const MAX_HEAD: usize = 16 * 1024;
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long, and for how many bytes, a connection is read after its answer.
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_MAX_BYTES: usize = 1 << 20;
 
 /// Binds the admin API and serves it on the current (control) runtime.
 pub async fn start(
@@ -114,6 +117,20 @@ async fn handle(mut stream: TcpStream, ctx: Arc<Ctx>) {
         let _ = stream.write_all(resp.body.as_bytes()).await;
     }
     let _ = stream.shutdown().await;
+    // Lingering close: a request body (or anything else) still unread when the
+    // socket closes would make the kernel reset the connection, which can destroy
+    // the answer before the client reads it. Read until the client closes, briefly.
+    let _ = tokio::time::timeout(LINGER, async {
+        let mut sink = [0u8; 4096];
+        let mut left = LINGER_MAX_BYTES;
+        while let Ok(n @ 1..) = stream.read(&mut sink).await {
+            left = left.saturating_sub(n);
+            if left == 0 {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// Reads one request head: (method, path, Authorization value). `None`: malformed.

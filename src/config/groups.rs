@@ -460,10 +460,10 @@ fn decode_health_check(
             hc.host = Some(h.to_owned());
         }
     }
-    if let Some(d) = f
+    let interval = f
         .get("interval")
-        .and_then(|n| duration(e, n, &f.at("interval"), SEC, secs(300)))
-    {
+        .map(|n| duration(e, n, &f.at("interval"), SEC, secs(300)));
+    if let Some(Some(d)) = &interval {
         hc.interval = d.v;
     }
     let timeout = f.get("timeout").and_then(|n| {
@@ -478,7 +478,9 @@ fn decode_health_check(
     if let Some(d) = &timeout {
         hc.timeout = d.v;
     }
-    if hc.timeout >= hc.interval {
+    // An interval or timeout already refused is not compared (its error says enough).
+    let refused = matches!(interval, Some(None)) || (f.has("timeout") && timeout.is_none());
+    if !refused && hc.timeout >= hc.interval {
         // Point at whichever of the two was written (the timeout when both).
         let key = if f.has("timeout") || !f.has("interval") {
             "timeout"

@@ -1014,6 +1014,13 @@ fn health_checks() {
         "3:30",
         "timeout (5s) must be less than interval (4s)",
     );
+    // An interval out of range is one error, not also a timeout compared with the
+    // default interval.
+    only(
+        "target_groups:\n  - name: g\n    health_check: {interval: 400s, timeout: 60s}\n",
+        "3:30",
+        "interval: must be from 1s to 5m, got 400s",
+    );
     only(
         "target_groups:\n  - name: g\n    health_check: {healthy_threshold: 11}\n",
         "3:39",

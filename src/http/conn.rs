@@ -1280,7 +1280,8 @@ async fn proxy<C: Stream>(
     let expect_continue = b.req.expect_continue;
     let upgrade_websocket = b.req.upgrade_websocket;
     let req_head_len = b.req.head_len;
-    // Target stickiness (SPEC §4): a valid cookie naming an eligible target wins.
+    // Target stickiness (SPEC §4): a valid cookie naming an eligible target wins;
+    // one naming an unhealthy target is ignored even while the group fails open.
     let sticky_name = match &gcfg.stickiness {
         Some(Stickiness::LbCookie { .. }) => Some(cookie::LB_COOKIE),
         Some(Stickiness::AppCookie { .. }) => Some(cookie::APP_COOKIE),
@@ -1290,7 +1291,9 @@ async fn proxy<C: Stream>(
         let id = cookie_values(&b.client, &b.req, name)
             .find_map(|v| live.cookie_key.verify(name, v, now))?;
         let i = group.targets.iter().position(|t| t.cookie_id == id)?;
-        crate::balancer::eligible(group, gcfg, &live.snapshot.node.zone, i).then_some(i)
+        (!group.targets[i].is_unhealthy()
+            && crate::balancer::eligible(group, gcfg, &live.snapshot.node.zone, i))
+        .then_some(i)
     });
     // An app_cookie session the client still carries: a stale or invalid binding
     // is replaced by one naming the target that answers now, even when that target
@@ -1304,6 +1307,9 @@ async fn proxy<C: Stream>(
     // Connect (pooled first); a failed connect moves to another target once.
     let mut skip = None;
     let mut retried = false;
+    // The answer the failed first connect would have had (504 after a timeout),
+    // when no other target is left to try.
+    let mut first_failure = 502;
     let (ti, mut up, mut pooled) = loop {
         let sticky = sticky_target.filter(|i| skip != Some(*i));
         let ti = match sticky.map(Ok).unwrap_or_else(|| {
@@ -1330,6 +1336,10 @@ async fn proxy<C: Stream>(
                 }
                 ti
             }
+            Err(_) if retried => {
+                b.out = head_bytes;
+                return Err(Fail::Status(first_failure));
+            }
             Err(e) => {
                 b.out = head_bytes;
                 return Err(Fail::Status(match e {
@@ -1339,7 +1349,7 @@ async fn proxy<C: Stream>(
             }
         };
         let addr = gcfg.targets[ti].addr;
-        if let Some(s) = pool::checkout(addr, b.t0) {
+        if let Some(s) = pool::checkout(live.pool_key(gid, addr), b.t0) {
             break (ti, s, true);
         }
         let tls = live.target_tls(gid, ti);
@@ -1356,10 +1366,13 @@ async fn proxy<C: Stream>(
         };
         match connected {
             Ok(s) => break (ti, s, false),
-            Err(_) if !retried && group.targets.len() > 1 => {
+            Err(e) if !retried && group.targets.len() > 1 => {
                 gm.connection_error();
                 retried = true;
                 skip = Some(ti);
+                if e.kind() == std::io::ErrorKind::TimedOut {
+                    first_failure = 504;
+                }
             }
             Err(e) => {
                 gm.connection_error();
@@ -1615,7 +1628,8 @@ async fn proxy<C: Stream>(
             } else {
                 Instant::now()
             };
-            pool::checkin(tcfg.addr, up, gcfg.keep_alive_timeout, now);
+            let key = live.pool_key(gid, tcfg.addr);
+            pool::checkin(key, up, gcfg.keep_alive_timeout, now);
         }
         if client_close {
             let _ = client.shutdown().await;

@@ -8,7 +8,7 @@
 //! normalises `Transfer-Encoding` + `Content-Length` (the Content-Length is
 //! dropped, both connections close after the exchange).
 
-use super::head::{BodyFraming, Method, RequestError, RequestHead};
+use super::head::{BodyFraming, Method, RequestError, RequestHead, Version};
 use crate::snapshot::DesyncMode;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -91,6 +91,10 @@ pub fn classify(buf: &[u8], head: &RequestHead) -> Verdict {
             v = v.worse(Class::Ambiguous, "UndefinedTransferEncodingSemantics")
         }
         _ => {}
+    }
+    // HTTP/1.0 has no Transfer-Encoding: how a server frames such a body varies.
+    if head.version == Version::Http10 && head.framing == BodyFraming::Chunked {
+        v = v.worse(Class::Ambiguous, "UndefinedTransferEncodingSemantics");
     }
     for (_, value) in &head.headers {
         let bytes = buf.get(value.clone()).unwrap_or_default();
@@ -197,6 +201,21 @@ mod tests {
             )
             .reason,
             "NonCompliantHeader"
+        );
+        // HTTP/1.0 has no Transfer-Encoding; a lower-case method is a compliant token.
+        assert_eq!(
+            verdict(
+                b"POST / HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+                true
+            ),
+            Verdict {
+                class: Class::Ambiguous,
+                reason: "UndefinedTransferEncodingSemantics"
+            }
+        );
+        assert_eq!(
+            verdict(b"get / HTTP/1.1\r\nHost: a\r\n\r\n", true),
+            Verdict::COMPLIANT
         );
     }
 

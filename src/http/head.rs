@@ -86,7 +86,7 @@ pub enum BodyFraming {
 }
 
 /// The request method, for the decisions that depend on it (HEAD responses, retries).
-/// Methods are case-sensitive: `get` is `Other` (and refused, see [`parse_request`]).
+/// Methods are case-sensitive: `get` is `Other` (an extension method).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Method {
     #[default]
@@ -488,14 +488,10 @@ fn classify_request(
     } || target.contains(&b'#'); // a fragment: rules and target would see other paths
 
     // 400 first, in this order; then 501, 405, 463 (SPEC §3).
-    let standard = [
-        "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE", "CONNECT",
-    ];
-    let bad_method = method.eq_ignore_ascii_case(b"CONNECT")
-        || (head.method_kind == Method::Other
-            && standard
-                .iter()
-                .any(|s| s.as_bytes() != method && s.as_bytes().eq_ignore_ascii_case(method)));
+    // A method is any token, matched case-sensitively (`get` is an extension method
+    // that no `GET` rule matches, as with ALB, whose BadMethod is a non-token byte);
+    // CONNECT, in any case, is refused as ELB does.
+    let bad_method = method.eq_ignore_ascii_case(b"CONNECT");
     let reason = if bad_method {
         Some("BadMethod")
     } else if bad_target {
@@ -543,7 +539,13 @@ fn classify_request(
     // Chunked from HTTP/1.0 is faulty framing (RFC 9112 §6.1): serve it, then close.
     let te_from_http10 = f.te.any && !v11;
     head.keep_alive = wants && !head.te_with_cl && !te_from_http10;
-    head.expect_continue = v11 && f.expect_continue && head.framing != BodyFraming::None;
+    // Nothing to continue for an empty body: no 100, and the connection stays usable.
+    head.expect_continue = v11
+        && f.expect_continue
+        && !matches!(
+            head.framing,
+            BodyFraming::None | BodyFraming::ContentLength(0)
+        );
     head.upgrade_websocket = v11
         && head.method_kind == Method::Get
         && head.framing == BodyFraming::None

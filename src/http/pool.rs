@@ -55,18 +55,29 @@ impl std::hash::Hasher for AddrHasher {
     }
 }
 
-type AddrMap<V> = HashMap<SocketAddr, V, std::hash::BuildHasherDefault<AddrHasher>>;
-
-thread_local! {
-    static POOL: RefCell<AddrMap<Vec<Idle>>> = RefCell::new(AddrMap::default());
+/// What a pooled connection may be reused for: its target's address and how it
+/// was made. `tls` is 0 for plain TCP (interchangeable between groups); a TLS
+/// connection carries its group's TLS id ([`crate::live::Live::pool_key`]), so a
+/// group never reuses a connection made under another group's (or an older
+/// config's) verification and server name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Key {
+    pub addr: SocketAddr,
+    pub tls: u64,
 }
 
-/// The most recently used idle connection to `addr` that has not expired and has
+type KeyMap<V> = HashMap<Key, V, std::hash::BuildHasherDefault<AddrHasher>>;
+
+thread_local! {
+    static POOL: RefCell<KeyMap<Vec<Idle>>> = RefCell::new(KeyMap::default());
+}
+
+/// The most recently used idle connection for `key` that has not expired and has
 /// nothing to read. `now`: the caller's recent reading of the clock.
-pub fn checkout(addr: SocketAddr, now: Instant) -> Option<Conn> {
+pub fn checkout(key: Key, now: Instant) -> Option<Conn> {
     POOL.with(|p| {
         let mut p = p.borrow_mut();
-        let list = p.get_mut(&addr)?;
+        let list = p.get_mut(&key)?;
         // Newest first; older expired ones are left to the sweeper (no scan of
         // the whole list per request).
         while let Some(c) = list.pop() {
@@ -102,10 +113,10 @@ fn quiet(c: &Conn) -> bool {
 /// Returns a connection whose last exchange ended cleanly; it stays pooled for
 /// at most `max_idle` (the group's keep_alive_timeout) after `now` (the
 /// caller's recent reading of the clock).
-pub fn checkin(addr: SocketAddr, stream: Conn, max_idle: Duration, now: Instant) {
+pub fn checkin(key: Key, stream: Conn, max_idle: Duration, now: Instant) {
     POOL.with(|p| {
         let mut p = p.borrow_mut();
-        let list = p.entry(addr).or_default();
+        let list = p.entry(key).or_default();
         if list.len() >= MAX_IDLE_PER_TARGET {
             list.remove(0);
         }
@@ -116,10 +127,11 @@ pub fn checkin(addr: SocketAddr, stream: Conn, max_idle: Duration, now: Instant)
     });
 }
 
-/// Closes idle connections to `addr` (a target that left the config).
+/// Closes idle connections to `addr` (a target that left the config), however
+/// they were made.
 pub fn forget(addr: SocketAddr) {
     POOL.with(|p| {
-        p.borrow_mut().remove(&addr);
+        p.borrow_mut().retain(|k, _| k.addr != addr);
     });
 }
 

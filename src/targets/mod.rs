@@ -78,6 +78,10 @@ impl TargetState {
         self.health.load(Ordering::Relaxed) == HEALTHY
     }
 
+    pub fn is_unhealthy(&self) -> bool {
+        self.health.load(Ordering::Relaxed) == UNHEALTHY
+    }
+
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
     }

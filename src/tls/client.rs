@@ -85,6 +85,69 @@ pub fn server_name(configured_address: &str, addr: SocketAddr) -> ServerName<'st
     }
 }
 
+/// A client config whose every handshake fails with `reason`: what a group gets
+/// when its real config cannot be built, so its targets are never spoken to in
+/// plain text or without the verification asked for.
+/// (`None` only if the provider offers no protocol version, which aws-lc-rs does.)
+pub fn refusing_config(reason: &str) -> Option<Arc<ClientConfig>> {
+    let provider = crypto_provider();
+    let verifier = RefuseAll {
+        reason: reason.to_owned(),
+        algorithms: provider.signature_verification_algorithms,
+    };
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .ok()?;
+    Some(Arc::new(
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_no_client_auth(),
+    ))
+}
+
+/// Refuses every certificate (see [`refusing_config`]).
+#[derive(Debug)]
+struct RefuseAll {
+    reason: String,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for RefuseAll {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Err(rustls::Error::General(self.reason.clone()))
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::General(self.reason.clone()))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::General(self.reason.clone()))
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
 /// `verify_tls: false`: any chain and name, but a valid handshake signature.
 #[derive(Debug)]
 struct AnyServerCert {

@@ -115,6 +115,9 @@ pub enum Kind {
     /// TLS server answering each connection's first request head with
     /// `200 tls-ok` and closing.
     TlsHttp,
+    /// As `TlsHttp`, but keeps the connection open and answers every request on it
+    /// (a connection a proxy can pool).
+    TlsHttpKeepAlive,
     /// Writes bytes that are neither TLS nor HTTP at once, then closes.
     Garbage,
 }
@@ -170,7 +173,7 @@ impl TcpTarget {
         let addr = listener.local_addr().unwrap();
         let stats = Arc::new(TargetStats::default());
         let acceptor = match kind {
-            Kind::TlsEcho | Kind::TlsHttp => {
+            Kind::TlsEcho | Kind::TlsHttp | Kind::TlsHttpKeepAlive => {
                 let own;
                 let cert = match cert {
                     Some(c) => c,
@@ -263,6 +266,31 @@ async fn serve(
             )
             .await?;
             tls.shutdown().await
+        }
+        Kind::TlsHttpKeepAlive => {
+            let mut tls = acceptor.unwrap().accept(sock).await?;
+            let mut pending = Vec::new();
+            let mut buf = [0u8; 4096];
+            let mut first = true;
+            loop {
+                let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") else {
+                    let n = tls.read(&mut buf).await?;
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    pending.extend_from_slice(&buf[..n]);
+                    continue;
+                };
+                if std::mem::take(&mut first) {
+                    st.conns.fetch_add(1, Ordering::SeqCst);
+                }
+                record(st, &pending[..end + 4]);
+                pending.drain(..end + 4);
+                tls.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\nContent-Type: text/plain\r\n\r\ntls-ok",
+                )
+                .await?;
+            }
         }
         Kind::Garbage => {
             st.conns.fetch_add(1, Ordering::SeqCst);
