@@ -83,9 +83,9 @@ fn ramp(t: &TargetState, cfg: &TargetGroup, now_ms: u64) -> f64 {
     if since == 0 || now_ms >= since + ss {
         return 1.0;
     }
-    // Linear from 10% (a newly healthy target must see some traffic) to 100%.
-    let f = (now_ms - since) as f64 / ss as f64;
-    0.1 + 0.9 * f
+    // Linear from 0 to 100% over the duration (ALB's ramp). A target whose share
+    // is still 0 is only picked when nothing else is eligible.
+    (now_ms - since) as f64 / ss as f64
 }
 
 pub fn now_ms() -> u64 {
@@ -153,7 +153,7 @@ pub fn pick_at(
             least_outstanding(group, n, &ok, turn, l4)
         }
         Algorithm::WeightedRandom => weighted_random(group, cfg, n, &ok, now),
-        Algorithm::SourceHash => source_hash(group, cfg, n, &ok, client),
+        Algorithm::SourceHash => source_hash(group, cfg, n, &ok, client, now),
     };
     // Eligibility read twice can change in between (a reload starts a drain): an
     // eligible target left over is still a pick.
@@ -276,6 +276,7 @@ fn source_hash(
     n: usize,
     ok: &dyn Fn(usize) -> bool,
     client: IpAddr,
+    now: u64,
 ) -> Option<usize> {
     let ip = match client {
         IpAddr::V4(v4) => u128::from(v4.to_bits()),
@@ -290,7 +291,10 @@ fn source_hash(
         if weighted && weight == 0 {
             continue;
         }
-        let w = f64::from(weight.max(1));
+        // Slow start scales the weight: a ramping target wins a growing share of
+        // clients, and a client it won stays (its score only grows). The floor
+        // keeps scores apart when every target has just become healthy.
+        let w = f64::from(weight.max(1)) * ramp(&group.targets[i], cfg, now).max(1e-3);
         let h = xxhash_rust::xxh3::xxh3_64_with_seed(&ip.to_le_bytes(), group.targets[i].cookie_id);
         // Map to (0, 1], then the weighted rendezvous score -w / ln(u).
         let u = ((h >> 11) as f64 + 1.0) / (1u64 << 53) as f64;

@@ -256,6 +256,43 @@ fn source_hash_follows_the_weights() {
     assert_eq!(pick(g, cfg, "a", clients[0], None), Ok(2));
 }
 
+/// source_hash with slow start: a target halfway through its ramp wins about half
+/// the clients a full target wins, and every client it won at 25% it keeps at 75%.
+#[test]
+fn source_hash_ramps_a_newly_healthy_target() {
+    let y = "{name: g, protocol: tcp, algorithm: source_hash, slow_start: 100s, targets: [{address: \"127.0.0.1:1\"}, {address: \"127.0.0.1:2\"}]}";
+    let l = live(y);
+    all_healthy(&l);
+    let (g, cfg) = (&l.groups[0], &l.snapshot.target_groups[0]);
+    let since = 1_000_000_000;
+    g.targets[1]
+        .healthy_since_ms
+        .store(since, Ordering::Relaxed);
+    let clients: Vec<IpAddr> = (0..8000u32)
+        .map(|i| IpAddr::V4((0x0a00_0000 + i * 7919).into()))
+        .collect();
+    let share = |at: u64| {
+        let won: Vec<bool> = clients
+            .iter()
+            .map(|c| pick_at(g, cfg, "a", *c, None, since + at).unwrap() == 1)
+            .collect();
+        let n = won.iter().filter(|w| **w).count() as f64 / 8000.0;
+        (won, n)
+    };
+    let (early, quarter) = share(25_000);
+    let (_, half) = share(50_000);
+    let (late, _) = share(75_000);
+    // Weights 1 and r: the ramping target wins r / (1 + r) of the clients.
+    assert!((0.15..0.25).contains(&quarter), "at 25%: {quarter}");
+    assert!((0.28..0.38).contains(&half), "at 50%: {half}");
+    assert!(
+        early.iter().zip(&late).all(|(e, l)| !*e || *l),
+        "a client the ramping target won moved away again"
+    );
+    let (_, full) = share(100_000);
+    assert!((0.45..0.55).contains(&full), "after the ramp: {full}");
+}
+
 /// A retry's pick does not take a turn: with one target refusing, the next
 /// request starts at the next target instead of the refusing one again.
 #[test]
@@ -305,8 +342,9 @@ fn slow_start_ramps_linearly() {
     let cfg = &l.snapshot.target_groups[0];
     let now = 1_000_000_000;
     t.healthy_since_ms.store(now, Ordering::Relaxed);
-    assert!((ramp(t, cfg, now) - 0.1).abs() < 1e-9);
-    assert!((ramp(t, cfg, now + 50_000) - 0.55).abs() < 1e-9);
+    assert_eq!(ramp(t, cfg, now), 0.0);
+    assert!((ramp(t, cfg, now + 25_000) - 0.25).abs() < 1e-9);
+    assert!((ramp(t, cfg, now + 50_000) - 0.5).abs() < 1e-9);
     assert_eq!(ramp(t, cfg, now + 100_000), 1.0);
     // off
     let off = live(THREE);
