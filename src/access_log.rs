@@ -717,7 +717,12 @@ mod tests {
 
     fn file(path: &Path, format: AccessLogFormat) -> AccessLogSettings {
         let dest = AccessLogDest::File(path.to_owned());
-        AccessLogSettings { dest, format }
+        let path_at = crate::config::Pos::START;
+        AccessLogSettings {
+            dest,
+            format,
+            path_at,
+        }
     }
 
     fn numbered(i: u64) -> Record {
@@ -785,14 +790,17 @@ mod tests {
         assert!(!dir.path().join("nope").exists());
 
         let format = AccessLogFormat::Json;
+        let path_at = crate::config::Pos::START;
         let off = AccessLogSettings {
             dest: AccessLogDest::Off,
             format,
+            path_at,
         };
         assert!(AccessLog::start(&off).unwrap().is_none());
         let stdout = AccessLogSettings {
             dest: AccessLogDest::Stdout,
             format,
+            path_at,
         };
         let log = AccessLog::start(&stdout).unwrap().unwrap();
         log.reopen(); // no-op

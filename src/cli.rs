@@ -237,10 +237,11 @@ fn admin_target(a: &AdminArgs) -> Result<(Vec<SocketAddr>, Option<String>), Stri
     let addr = addr.ok_or("the admin API is off in this config (admin.bind: off)")?;
     let token = match token_file {
         Some(p) => Some(
-            std::fs::read_to_string(&p)
-                .map_err(|e| format!("cannot read token file {}: {e}", p.display()))?
-                .trim()
-                .to_owned(),
+            crate::util::trim_ascii(
+                &std::fs::read_to_string(&p)
+                    .map_err(|e| format!("cannot read token file {}: {e}", p.display()))?,
+            )
+            .to_owned(),
         ),
         None => None,
     };

@@ -28,13 +28,32 @@ pub struct Live {
     pub tls_servers: Vec<Option<Arc<rustls::ServerConfig>>>,
     /// TLS client configs of https/tls target groups, by group id.
     pub tls_clients: Vec<Option<Arc<rustls::ClientConfig>>>,
-    /// The pool's TLS id of each group's connections, by group id: 0 for plain
-    /// TCP, else unique to this group of this snapshot.
-    tls_pool_ids: Vec<u64>,
+    /// The pool's TLS id of each target's connections, by group id and target
+    /// index: 0 for plain TCP, else a digest of what the handshake depended on
+    /// (see [`tls_pool_id`]).
+    tls_pool_ids: Vec<Vec<u64>>,
 }
 
-/// Ids for TLS connection pools; never reused within a process.
-static NEXT_TLS_POOL_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+/// What a TLS connection to a target was made under: the group, its
+/// verification settings (the CA file by path, size and modification time, so
+/// an edited file counts as another), and the name the target is verified and
+/// addressed by (SNI). Equal across reloads that change none of these, so a
+/// reload keeps the pool. Never 0.
+fn tls_pool_id(g: &crate::snapshot::TargetGroup, address: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    g.name.hash(&mut h);
+    g.verify_tls.hash(&mut h);
+    if let Some(ca) = &g.ca_file {
+        ca.hash(&mut h);
+        if let Ok(m) = std::fs::metadata(ca) {
+            m.len().hash(&mut h);
+            m.modified().ok().hash(&mut h);
+        }
+    }
+    address.hash(&mut h);
+    h.finish() | 1
+}
 
 pub struct LiveListener {
     pub state: Arc<ListenerState>,
@@ -124,10 +143,12 @@ impl Live {
             .collect::<Vec<_>>();
         let tls_pool_ids = tls_clients
             .iter()
-            .map(|c: &Option<Arc<rustls::ClientConfig>>| {
-                c.as_ref().map_or(0, |_| {
-                    NEXT_TLS_POOL_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-                })
+            .zip(&snapshot.target_groups)
+            .map(|(c, g): (&Option<Arc<rustls::ClientConfig>>, _)| {
+                g.targets
+                    .iter()
+                    .map(|t| c.as_ref().map_or(0, |_| tls_pool_id(g, &t.address)))
+                    .collect()
             })
             .collect();
         let group_cookie_ids = snapshot
@@ -148,12 +169,20 @@ impl Live {
         }
     }
 
-    /// The pool key of a connection to `addr` for group `gid`.
-    pub fn pool_key(&self, gid: GroupId, addr: std::net::SocketAddr) -> crate::http::pool::Key {
-        crate::http::pool::Key {
-            addr,
-            tls: self.tls_pool_ids.get(gid.0 as usize).copied().unwrap_or(0),
-        }
+    /// The pool key of a connection to target `ti` (at `addr`) of group `gid`.
+    pub fn pool_key(
+        &self,
+        gid: GroupId,
+        ti: usize,
+        addr: std::net::SocketAddr,
+    ) -> crate::http::pool::Key {
+        let tls = self
+            .tls_pool_ids
+            .get(gid.0 as usize)
+            .and_then(|g| g.get(ti))
+            .copied()
+            .unwrap_or(0);
+        crate::http::pool::Key { addr, tls }
     }
 
     /// The TLS client config and server name for target `ti` of group `gid`,

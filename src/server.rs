@@ -97,12 +97,33 @@ fn raise_nofile_limit() {
     }
 }
 
+/// `FILE:LINE:COL: access_log.path: cannot open PATH: why`.
+fn access_log_error(snapshot: &Snapshot, e: &std::io::Error) -> String {
+    let s = &snapshot.access_log;
+    let path = match &s.dest {
+        crate::snapshot::AccessLogDest::File(p) => p.display().to_string(),
+        _ => "stdout".to_owned(),
+    };
+    format!(
+        "{}:{}:{}: access_log.path: cannot open {path}: {e}",
+        snapshot.source.path.display(),
+        s.path_at.line,
+        s.path_at.col
+    )
+}
+
 fn read_token(snapshot: &Snapshot) -> Option<String> {
     let path = snapshot.admin.token_file.as_ref()?;
     match std::fs::read_to_string(path) {
-        // Surrounding whitespace is not part of the token (the presented one is
-        // trimmed alike).
-        Ok(s) => Some(s.trim().to_owned()),
+        // Surrounding ASCII whitespace is not part of the token (the presented
+        // one is trimmed alike); an empty token would let anyone in.
+        Ok(s) if !crate::util::trim_ascii(&s).is_empty() => {
+            Some(crate::util::trim_ascii(&s).to_owned())
+        }
+        Ok(_) => {
+            tracing::error!(path = %path.display(), "the admin token file is empty; /api/ refuses every request");
+            Some(format!("unreadable-{}", fastrand::u64(..)))
+        }
         Err(e) => {
             // An unreadable token must not open the API: use one nobody knows.
             tracing::error!(path = %path.display(), error = %e, "cannot read admin token file; /api/ refuses every request");
@@ -188,6 +209,12 @@ pub async fn start(
         h.spawn(crate::http::pool::sweeper(Duration::from_millis(500)));
     }
     let mut registry = Registry::default();
+    // An access log that cannot be opened is a config error, not a silent gap.
+    match registry.open_changed_access_log(&snapshot.access_log) {
+        Ok(Some(log)) => registry.replace_access_log(log),
+        Ok(None) => {}
+        Err(e) => return Err(access_log_error(&snapshot, &e)),
+    }
     let live = Live::build(snapshot.clone(), &mut registry);
     let (draining, _) = watch::channel(false);
     let shared = Arc::new(Shared {
@@ -490,7 +517,19 @@ impl Control {
                 };
             }
         }
-        // 1. Bind what is new or moved; a failure rolls everything back.
+        // 1. Open a changed access log, then bind what is new or moved; a failure
+        //    rolls everything back.
+        let new_log = match self.registry.open_changed_access_log(&snapshot.access_log) {
+            Ok(l) => l,
+            Err(e) => {
+                return ReloadOutcome::Failed {
+                    errors: vec![format!(
+                        "{} (nothing was changed)",
+                        access_log_error(&snapshot, &e)
+                    )],
+                };
+            }
+        };
         let mut new_sockets = Vec::new();
         for l in &snapshot.listeners {
             let keep = self.running.get(&l.name).is_some_and(|r| r.bind == l.bind);
@@ -500,6 +539,9 @@ impl Control {
             match listener::bind(l.bind, self.workers.len()) {
                 Ok(s) => new_sockets.push((l.name.clone(), l.bind, s)),
                 Err(e) => {
+                    if let Some(Some(log)) = new_log {
+                        log.close();
+                    }
                     return ReloadOutcome::Failed {
                         errors: vec![format!(
                             "{file}:{}:{}: {}: listener {} cannot bind {}: {e} (nothing was changed)",
@@ -524,6 +566,9 @@ impl Control {
             ));
         }
         // 3. Publish; idle pooled connections to targets that left close at once.
+        if let Some(log) = new_log {
+            self.registry.replace_access_log(log);
+        }
         let live = Live::build(snapshot.clone(), &mut self.registry);
         let old = self.shared.live.swap(Arc::new(live));
         let kept: std::collections::HashSet<SocketAddr> = snapshot

@@ -126,6 +126,17 @@ pub enum AccessLogFormat {
 pub struct AccessLogSettings {
     pub dest: AccessLogDest,
     pub format: AccessLogFormat,
+    /// Where `access_log.path` is written (line 1, column 1 without one), for
+    /// an error opening it found at start or reload.
+    pub path_at: crate::config::Pos,
+}
+
+impl AccessLogSettings {
+    /// Whether `other` writes the same lines to the same place (its position in
+    /// the file aside).
+    pub fn same_output(&self, other: &AccessLogSettings) -> bool {
+        self.dest == other.dest && self.format == other.format
+    }
 }
 
 pub struct Certificate {

@@ -90,6 +90,12 @@ thread_local! {
         const { std::cell::Cell::new(None) };
 }
 
+/// `s` without leading and trailing ASCII whitespace (tokens and secrets: Unicode
+/// spaces are not whitespace there).
+pub fn trim_ascii(s: &str) -> &str {
+    s.trim_matches(|c: char| c.is_ascii_whitespace())
+}
+
 /// Wall-clock milliseconds since the Unix epoch at monotonic instant `at`,
 /// without a clock read: derived from a per-thread anchor that is renewed once
 /// `at` is a second past it (so a stepped system clock shows within a second).

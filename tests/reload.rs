@@ -677,3 +677,58 @@ async fn a_reload_during_shutdown_is_refused_at_once() {
     })
     .await;
 }
+
+/// An access log path that cannot be opened is a config error: a reload to it is
+/// refused with `FILE:LINE:COL: access_log.path: …` and changes nothing (the
+/// running log keeps being written), and `run` with it exits 1 naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_access_log_that_cannot_be_opened_is_refused() {
+    bounded(60, async {
+        let a = Backend::start("log-a").await;
+        let (admin, web) = (free_port(), free_port());
+        let logdir = tempfile::tempdir().unwrap();
+        let good = logdir.path().join("access.log");
+        let bad = logdir.path().join("no-such-dir").join("access.log");
+        let with_log_on = |admin: u16, web: u16, p: &std::path::Path| {
+            let mut y = simple_config(admin, web, &[a.addr]);
+            y.push_str(&format!(
+                "access_log: {{path: \"{}\", format: json}}\n",
+                p.display()
+            ));
+            y
+        };
+        let with_log = |p: &std::path::Path| with_log_on(admin, web, p);
+        let f = Fulcrum::start(&with_log(&good)).await;
+        assert_eq!(get(local(web), "/one").await.status, 200);
+
+        f.reload_config(&with_log(&bad));
+        let (status, body) = f.admin_post("/api/v1/reload", None).await;
+        assert_eq!(status, 400, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("JSON answer");
+        let first = v["errors"][0].as_str().expect("an error");
+        assert!(first.contains(".yaml:"), "{first}");
+        assert!(first.contains("access_log.path: cannot open"), "{first}");
+        assert!(first.contains("no-such-dir"), "{first}");
+
+        // Still logging where it did.
+        assert_eq!(get(local(web), "/two").await.status, 200);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let text = std::fs::read_to_string(&good).unwrap_or_default();
+            if text.contains("/two") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the old log stopped: {text}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("bad-log.yaml");
+        std::fs::write(&cfg, with_log_on(free_port(), free_port(), &bad)).unwrap();
+        let out = fulcrum_cli(&["run", "-c", cfg.to_str().unwrap()]).await;
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("access_log.path: cannot open"), "{err}");
+    })
+    .await;
+}

@@ -175,7 +175,13 @@ fn token_ok(expected: &str, auth: Option<&str>) -> bool {
     let Some(given) = given else {
         return false;
     };
-    let (a, b) = (expected.as_bytes(), given.trim().as_bytes());
+    let (a, b) = (
+        expected.as_bytes(),
+        crate::util::trim_ascii(given).as_bytes(),
+    );
+    if a.is_empty() {
+        return false;
+    }
     if a.len() != b.len() {
         return false;
     }

@@ -261,10 +261,12 @@ fn decode_access_log(cx: &mut Ctx, n: Option<&Node>) -> AccessLogSettings {
     let mut out = AccessLogSettings {
         dest: AccessLogDest::Off,
         format: AccessLogFormat::Alb,
+        path_at: crate::config::Pos::START,
     };
     let Some(f) = section(cx, n, "access_log", &schema::ACCESS_LOG) else {
         return out;
     };
+    out.path_at = f.pos_of("path");
     if let Some(s) = f
         .get("path")
         .and_then(|n| nonempty(&mut cx.errs, n, &f.at("path")))

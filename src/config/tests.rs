@@ -113,7 +113,8 @@ fn defaults_of_every_section() {
         s.access_log,
         AccessLogSettings {
             dest: AccessLogDest::Off,
-            format: AccessLogFormat::Alb
+            format: AccessLogFormat::Alb,
+            path_at: crate::config::Pos::START,
         }
     );
     assert!(s.alerts.is_none());

@@ -1349,7 +1349,7 @@ async fn proxy<C: Stream>(
             }
         };
         let addr = gcfg.targets[ti].addr;
-        if let Some(s) = pool::checkout(live.pool_key(gid, addr), b.t0) {
+        if let Some(s) = pool::checkout(live.pool_key(gid, ti, addr), b.t0) {
             break (ti, s, true);
         }
         let tls = live.target_tls(gid, ti);
@@ -1628,7 +1628,7 @@ async fn proxy<C: Stream>(
             } else {
                 Instant::now()
             };
-            let key = live.pool_key(gid, tcfg.addr);
+            let key = live.pool_key(gid, ti, tcfg.addr);
             pool::checkin(key, up, gcfg.keep_alive_timeout, now);
         }
         if client_close {

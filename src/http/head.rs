@@ -490,8 +490,11 @@ fn classify_request(
     // 400 first, in this order; then 501, 405, 463 (SPEC §3).
     // A method is any token, matched case-sensitively (`get` is an extension method
     // that no `GET` rule matches, as with ALB, whose BadMethod is a non-token byte);
-    // CONNECT, in any case, is refused as ELB does.
-    let bad_method = method.eq_ignore_ascii_case(b"CONNECT");
+    // CONNECT, in any case, is refused as ELB does, and so are the case variants
+    // of HEAD (`head`): a target that upper-cases methods would answer it without
+    // a body, which the balancer would wait for.
+    let bad_method = method.eq_ignore_ascii_case(b"CONNECT")
+        || (method != b"HEAD" && method.eq_ignore_ascii_case(b"HEAD"));
     let reason = if bad_method {
         Some("BadMethod")
     } else if bad_target {
@@ -557,7 +560,8 @@ fn classify_request(
     if f.te.any && !f.te.lone_chunked() {
         return Err(RequestError::NotImplemented("UnsupportedTransferEncoding"));
     }
-    if method == b"TRACE" {
+    // In any case: a target that upper-cases methods must never echo a request.
+    if method.eq_ignore_ascii_case(b"TRACE") {
         return Err(RequestError::MethodNotAllowed);
     }
     if f.xff > MAX_FORWARDED_FOR {

@@ -57,9 +57,9 @@ impl std::hash::Hasher for AddrHasher {
 
 /// What a pooled connection may be reused for: its target's address and how it
 /// was made. `tls` is 0 for plain TCP (interchangeable between groups); a TLS
-/// connection carries its group's TLS id ([`crate::live::Live::pool_key`]), so a
-/// group never reuses a connection made under another group's (or an older
-/// config's) verification and server name.
+/// connection carries the id of its group, verification settings and server
+/// name ([`crate::live::Live::pool_key`]), so it is never reused under another
+/// group's or another name's, nor after a reload changed them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Key {
     pub addr: SocketAddr,

@@ -247,7 +247,7 @@ impl Registry {
         settings: &crate::snapshot::AccessLogSettings,
     ) -> Option<crate::access_log::AccessLog> {
         if let Some(log) = &self.access_log {
-            if log.settings() == settings {
+            if log.settings().same_output(settings) {
                 return Some(log.clone());
             }
         }
@@ -261,6 +261,33 @@ impl Registry {
             }
         }
         self.access_log.clone()
+    }
+
+    /// Opens the access log `settings` asks for when it is not the running one, so
+    /// a reload fails (and nothing changes) when the new file cannot be opened.
+    /// `Ok(None)`: the running log stays; `Ok(Some(log))`: hand it to
+    /// [`Registry::replace_access_log`] once the reload is certain (`None` inside:
+    /// logging turned off).
+    #[allow(clippy::option_option)]
+    pub fn open_changed_access_log(
+        &self,
+        settings: &crate::snapshot::AccessLogSettings,
+    ) -> std::io::Result<Option<Option<crate::access_log::AccessLog>>> {
+        let running = self.access_log.as_ref().map(|l| l.settings());
+        let off = matches!(settings.dest, crate::snapshot::AccessLogDest::Off);
+        match running {
+            Some(r) if r.same_output(settings) => Ok(None),
+            None if off => Ok(None),
+            _ => crate::access_log::AccessLog::start(settings).map(Some),
+        }
+    }
+
+    /// Closes the running access log (flushing it) and puts `log` in its place.
+    pub fn replace_access_log(&mut self, log: Option<crate::access_log::AccessLog>) {
+        if let Some(old) = self.access_log.take() {
+            old.close();
+        }
+        self.access_log = log;
     }
 
     /// Flushes and closes the access log (shutdown).

@@ -33,7 +33,6 @@ fn accepted_requests() {
         ("extension method", &["PURGE /x HTTP/1.1", "Host: a"], NoBody, Some("a")),
         // Methods are case-sensitive tokens: these are extension methods, not GET/HEAD.
         ("lower-case method", &["get / HTTP/1.1", "Host: a"], NoBody, Some("a")),
-        ("mixed-case HEAD", &["Head / HTTP/1.1", "Host: a"], NoBody, Some("a")),
         ("empty header value", &["GET / HTTP/1.1", "Host: a", "X-Empty:"], NoBody, Some("a")),
         ("IPv6 host and port", &["GET / HTTP/1.1", "Host: [::1]:8080"], NoBody, Some("[::1]:8080")),
         ("empty Host", &["GET / HTTP/1.1", "Host:"], NoBody, Some("")),
@@ -135,10 +134,13 @@ fn refused_requests() {
         ("trailing space", &["GET / HTTP/1.1 ", "Host: a"], bad("Malformed")),
         ("missing version", &["GET /", "Host: a"], bad("Malformed")),
         ("CONNECT", &["CONNECT a:443 HTTP/1.1", "Host: a:443"], bad("BadMethod")),
+        ("lower-case connect", &["connect a:443 HTTP/1.1", "Host: a:443"], bad("BadMethod")),
+        ("mixed-case HEAD", &["Head / HTTP/1.1", "Host: a"], bad("BadMethod")),
         ("bad method byte", &["GE(T / HTTP/1.1", "Host: a"], bad("BadMethod")),
         ("leading space", &[" GET / HTTP/1.1", "Host: a"], bad("BadMethod")),
         // 405 and 463, and precedence
         ("TRACE", &["TRACE / HTTP/1.1", "Host: a"], MethodNotAllowed),
+        ("lower-case trace", &["trace / HTTP/1.1", "Host: a"], MethodNotAllowed),
         ("TRACE without Host: 400 first", &["TRACE / HTTP/1.1"], bad("MissingHost")),
         ("TRACE with gzip: 501 first", &["TRACE / HTTP/1.1", "Host: a", "Transfer-Encoding: gzip"], NotImplemented("UnsupportedTransferEncoding")),
         ("gzip with space in URI: 400 first", &["POST /a b HTTP/1.1", "Host: a", "Transfer-Encoding: gzip"], bad("SpaceInUri")),
