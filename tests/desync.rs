@@ -104,6 +104,35 @@ async fn spaces_in_the_target() {
     .await;
 }
 
+/// HTTP/1.2 (`NonCompliantVersion`, Acceptable): strictest answers 400; defensive
+/// and monitor serve it as HTTP/1.1 (the target reads an HTTP/1.1 request line);
+/// counted as acceptable. HTTP/1.10 stays a Severe `BadVersion`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_minor_version_above_one() {
+    bounded(120, async {
+        let lab = lab().await;
+        let mut wrong = Vec::new();
+        let raw = "GET /v12 HTTP/1.2\r\nHost: test.local\r\n\r\n";
+        run_case(&lab, "HTTP/1.2", raw, Want::Acceptable, &mut wrong).await;
+        let heads: Vec<String> = lab
+            .raw
+            .requests()
+            .into_iter()
+            .filter(|r| r.target == "/v12")
+            .map(|r| r.head)
+            .collect();
+        assert_eq!(heads.len(), 2, "{heads:?}");
+        for h in &heads {
+            assert!(h.starts_with("GET /v12 HTTP/1.1\r\n"), "{h:?}");
+        }
+        one_acceptable_per_mode(&lab, &mut wrong).await;
+        let raw = "GET /v110 HTTP/1.10\r\nHost: test.local\r\n\r\n";
+        run_case(&lab, "HTTP/1.10", raw, Want::Refused(&[400]), &mut wrong).await;
+        report(wrong);
+    })
+    .await;
+}
+
 /// Control characters other than NUL and CR in the target (`AmbiguousUri`,
 /// Ambiguous): strictest answers 400; defensive forwards and then closes, monitor
 /// forwards, each with the bytes percent-encoded so no target sees one; NUL in the

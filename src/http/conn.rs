@@ -522,6 +522,8 @@ async fn request<C: Stream>(
         let mut encoded: Option<&'static str> = None;
         // Control characters in header values replaced by spaces (NonCompliantHeader).
         let mut blanked = false;
+        // HTTP/1.2..1.9 served as HTTP/1.1 (NonCompliantVersion).
+        let mut downgraded = false;
         let parsed = loop {
             match head::parse_request(&b.client, &limits, &mut b.req) {
                 Ok(Some(())) => break Ok(()),
@@ -547,6 +549,17 @@ async fn request<C: Stream>(
                 }
                 // Acceptable too: allowed unless strictest, the control characters
                 // in header values replaced by spaces (none reaches the target).
+                Err(head::RequestError::BadRequest("NonCompliantVersion"))
+                    if !downgraded
+                        && cfg.desync_mitigation != crate::snapshot::DesyncMode::Strictest =>
+                {
+                    if !head::downgrade_version(&mut b.client) {
+                        break Err(head::RequestError::BadRequest("NonCompliantVersion"));
+                    }
+                    downgraded = true;
+                    b.req.clear();
+                    continue;
+                }
                 Err(head::RequestError::BadRequest("NonCompliantHeader"))
                     if !blanked
                         && cfg.desync_mitigation != crate::snapshot::DesyncMode::Strictest =>
@@ -627,6 +640,12 @@ async fn request<C: Stream>(
             verdict = desync::Verdict {
                 class: desync::Class::Acceptable,
                 reason: "NonCompliantHeader",
+            };
+        }
+        if downgraded && verdict.class == desync::Class::Compliant {
+            verdict = desync::Verdict {
+                class: desync::Class::Acceptable,
+                reason: "NonCompliantVersion",
             };
         }
         if b.rec.is_some() {

@@ -294,6 +294,32 @@ pub fn parse_request(
     )
 }
 
+/// A request line whose version is `HTTP/1.2` to `HTTP/1.9` (`NonCompliantVersion`,
+/// Acceptable in ALB's table) is rewritten in place to `HTTP/1.1`, as it is then
+/// served. Call it only after [`parse_request`] answered
+/// `BadRequest("NonCompliantVersion")`; `false` when the line does not end so.
+pub fn downgrade_version(buf: &mut [u8]) -> bool {
+    // Empty lines before the request line are allowed (RFC 9112 §2.2).
+    let start = buf
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(buf.len());
+    let Some(len) = memchr::memchr(b'\n', &buf[start..]) else {
+        return false;
+    };
+    let mut end = start + len;
+    if end > start && buf[end - 1] == b'\r' {
+        end -= 1;
+    }
+    match buf.get_mut(end.saturating_sub(8)..end) {
+        Some(v) if v.len() == 8 && v.starts_with(b"HTTP/1.") && (b'2'..=b'9').contains(&v[7]) => {
+            v[7] = b'1';
+            true
+        }
+        _ => false,
+    }
+}
+
 /// A request whose only fault is unencoded spaces (`SpaceInUri`, Acceptable in
 /// ALB's table) or control characters other than NUL and CR (`AmbiguousUri`,
 /// Ambiguous) in its target can be allowed: this rewrites the request line at the

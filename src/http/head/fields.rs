@@ -383,6 +383,11 @@ pub(super) fn diagnose_request_line(line: &[u8]) -> Option<&'static str> {
     };
     let (uri, version) = (&rest[..sp], &rest[sp + 1..]);
     if version != b"HTTP/1.1" && version != b"HTTP/1.0" {
+        // HTTP/1.2 to HTTP/1.9: harmless but not compliant (Acceptable in ALB's
+        // table); served as HTTP/1.1 unless strictest.
+        if let [b'H', b'T', b'T', b'P', b'/', b'1', b'.', b'2'..=b'9'] = version {
+            return Some("NonCompliantVersion");
+        }
         return Some(if version.starts_with(b"HTTP/") {
             "BadVersion"
         } else {
