@@ -34,23 +34,38 @@ pub struct Live {
     tls_pool_ids: Vec<Vec<u64>>,
 }
 
-/// What a TLS connection to a target was made under: the group, its
-/// verification settings (the CA file by path, size and modification time, so
-/// an edited file counts as another), and the name the target is verified and
-/// addressed by (SNI). Equal across reloads that change none of these, so a
-/// reload keeps the pool. Never 0.
-fn tls_pool_id(g: &crate::snapshot::TargetGroup, address: &str) -> u64 {
+/// What a group's TLS verification depends on: `verify_tls` and the trust
+/// anchors' file (the CA file, or the system bundle without one) by path, size
+/// and modification time, so an edited file counts as another. Taken before the
+/// client config is built from the file, so an edit in between shows at the next
+/// reload.
+fn trust_digest(g: &crate::snapshot::TargetGroup) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    g.name.hash(&mut h);
     g.verify_tls.hash(&mut h);
-    if let Some(ca) = &g.ca_file {
-        ca.hash(&mut h);
-        if let Ok(m) = std::fs::metadata(ca) {
+    if g.verify_tls {
+        let anchors = g
+            .ca_file
+            .as_deref()
+            .unwrap_or(std::path::Path::new(crate::tls::client::SYSTEM_CA_BUNDLE));
+        anchors.hash(&mut h);
+        if let Ok(m) = std::fs::metadata(anchors) {
             m.len().hash(&mut h);
             m.modified().ok().hash(&mut h);
         }
     }
+    h.finish()
+}
+
+/// What a TLS connection to a target was made under: the group, its trust
+/// ([`trust_digest`]) and the name the target is verified and addressed by (SNI).
+/// Equal across reloads that change none of these, so a reload keeps the pool.
+/// Never 0.
+fn tls_pool_id(group: &str, trust: u64, address: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    group.hash(&mut h);
+    trust.hash(&mut h);
     address.hash(&mut h);
     h.finish() | 1
 }
@@ -119,6 +134,8 @@ impl Live {
                     .ok()
             })
             .collect();
+        // Before the configs read the files (see trust_digest).
+        let trust: Vec<u64> = snapshot.target_groups.iter().map(trust_digest).collect();
         let tls_clients = snapshot
             .target_groups
             .iter()
@@ -144,12 +161,18 @@ impl Live {
         let tls_pool_ids = tls_clients
             .iter()
             .zip(&snapshot.target_groups)
-            .map(|(c, g): (&Option<Arc<rustls::ClientConfig>>, _)| {
-                g.targets
-                    .iter()
-                    .map(|t| c.as_ref().map_or(0, |_| tls_pool_id(g, &t.address)))
-                    .collect()
-            })
+            .zip(&trust)
+            .map(
+                |((c, g), trust): ((&Option<Arc<rustls::ClientConfig>>, _), _)| {
+                    g.targets
+                        .iter()
+                        .map(|t| {
+                            c.as_ref()
+                                .map_or(0, |_| tls_pool_id(&g.name, *trust, &t.address))
+                        })
+                        .collect()
+                },
+            )
             .collect();
         let group_cookie_ids = snapshot
             .target_groups

@@ -517,8 +517,26 @@ impl Control {
                 };
             }
         }
-        // 1. Open a changed access log, then bind what is new or moved; a failure
-        //    rolls everything back.
+        // 1. Bind what is new or moved, then open a changed access log; a failure
+        //    rolls everything back (new sockets close as they are dropped).
+        let mut new_sockets = Vec::new();
+        for l in &snapshot.listeners {
+            let keep = self.running.get(&l.name).is_some_and(|r| r.bind == l.bind);
+            if keep {
+                continue;
+            }
+            match listener::bind(l.bind, self.workers.len()) {
+                Ok(s) => new_sockets.push((l.name.clone(), l.bind, s)),
+                Err(e) => {
+                    return ReloadOutcome::Failed {
+                        errors: vec![format!(
+                            "{file}:{}:{}: {}: listener {} cannot bind {}: {e} (nothing was changed)",
+                            l.bind_at.0.line, l.bind_at.0.col, l.bind_at.1, l.name, l.bind
+                        )],
+                    };
+                }
+            }
+        }
         let new_log = match self.registry.open_changed_access_log(&snapshot.access_log) {
             Ok(l) => l,
             Err(e) => {
@@ -530,27 +548,6 @@ impl Control {
                 };
             }
         };
-        let mut new_sockets = Vec::new();
-        for l in &snapshot.listeners {
-            let keep = self.running.get(&l.name).is_some_and(|r| r.bind == l.bind);
-            if keep {
-                continue;
-            }
-            match listener::bind(l.bind, self.workers.len()) {
-                Ok(s) => new_sockets.push((l.name.clone(), l.bind, s)),
-                Err(e) => {
-                    if let Some(Some(log)) = new_log {
-                        log.close();
-                    }
-                    return ReloadOutcome::Failed {
-                        errors: vec![format!(
-                            "{file}:{}:{}: {}: listener {} cannot bind {}: {e} (nothing was changed)",
-                            l.bind_at.0.line, l.bind_at.0.col, l.bind_at.1, l.name, l.bind
-                        )],
-                    };
-                }
-            }
-        }
         // 2. Restart-only keys keep their running values.
         let mut notes = Vec::new();
         if snapshot.runtime.worker_threads != self.worker_threads {

@@ -680,7 +680,7 @@ async fn a_reload_during_shutdown_is_refused_at_once() {
 
 /// An access log path that cannot be opened is a config error: a reload to it is
 /// refused with `FILE:LINE:COL: access_log.path: …` and changes nothing (the
-/// running log keeps being written), and `run` with it exits 1 naming it.
+/// running log keeps being written), and `run` and `check` with it exit 1.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_access_log_that_cannot_be_opened_is_refused() {
     bounded(60, async {
@@ -706,8 +706,12 @@ async fn an_access_log_that_cannot_be_opened_is_refused() {
         assert_eq!(status, 400, "{body}");
         let v: serde_json::Value = serde_json::from_str(&body).expect("JSON answer");
         let first = v["errors"][0].as_str().expect("an error");
-        assert!(first.contains(".yaml:"), "{first}");
-        assert!(first.contains("access_log.path: cannot open"), "{first}");
+        // The path's value: on the line after simple_config's, column 20.
+        let line = simple_config(admin, web, &[a.addr]).lines().count() + 1;
+        assert!(
+            first.contains(&format!(".yaml:{line}:20: access_log.path: ")),
+            "{first}"
+        );
         assert!(first.contains("no-such-dir"), "{first}");
 
         // Still logging where it did.
@@ -728,7 +732,11 @@ async fn an_access_log_that_cannot_be_opened_is_refused() {
         let out = fulcrum_cli(&["run", "-c", cfg.to_str().unwrap()]).await;
         assert_eq!(out.status.code(), Some(1));
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("access_log.path: cannot open"), "{err}");
+        assert!(err.contains("access_log.path: "), "{err}");
+        assert!(err.contains("no-such-dir"), "{err}");
+        // `check` finds it too.
+        let out = fulcrum_cli(&["check", "-c", cfg.to_str().unwrap()]).await;
+        assert_eq!(out.status.code(), Some(1));
     })
     .await;
 }

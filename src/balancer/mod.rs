@@ -85,7 +85,8 @@ fn ramp(t: &TargetState, cfg: &TargetGroup, now_ms: u64) -> f64 {
     }
     // Linear from 0 to 100% over the duration (ALB's ramp). A target whose share
     // is still 0 is only picked when nothing else is eligible.
-    (now_ms - since) as f64 / ss as f64
+    // (A request that started before the target became healthy sees 0.)
+    now_ms.saturating_sub(since) as f64 / ss as f64
 }
 
 pub fn now_ms() -> u64 {

@@ -257,6 +257,33 @@ fn decode_admin(cx: &mut Ctx, n: Option<&Node>) -> (AdminSettings, Option<Sp<Soc
     (out, bind_sp)
 }
 
+/// Whether the access log file can be opened for appending (created when missing),
+/// checked without creating it, so `check` finds what `run` would refuse.
+fn log_file_writable(p: &std::path::Path) -> Result<(), String> {
+    use rustix::fs::{Access, access};
+    match std::fs::metadata(p) {
+        Ok(m) if m.is_dir() => Err(format!("{} is a directory", p.display())),
+        Ok(_) => {
+            access(p, Access::WRITE_OK).map_err(|e| format!("cannot write {}: {e}", p.display()))
+        }
+        Err(_) => {
+            let dir = match p.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d,
+                _ => std::path::Path::new("."),
+            };
+            if !dir.is_dir() {
+                return Err(format!(
+                    "cannot create {}: directory {} does not exist",
+                    p.display(),
+                    dir.display()
+                ));
+            }
+            access(dir, Access::WRITE_OK)
+                .map_err(|e| format!("cannot create {} in {}: {e}", p.display(), dir.display()))
+        }
+    }
+}
+
 fn decode_access_log(cx: &mut Ctx, n: Option<&Node>) -> AccessLogSettings {
     let mut out = AccessLogSettings {
         dest: AccessLogDest::Off,
@@ -274,7 +301,13 @@ fn decode_access_log(cx: &mut Ctx, n: Option<&Node>) -> AccessLogSettings {
         out.dest = match s.v.trim() {
             "off" => AccessLogDest::Off,
             "stdout" => AccessLogDest::Stdout,
-            p => AccessLogDest::File(cx.path(p)),
+            p => {
+                let p = cx.path(p);
+                if let Err(why) = log_file_writable(&p) {
+                    cx.errs.push(s.pos, f.at("path"), why);
+                }
+                AccessLogDest::File(p)
+            }
         };
     }
     if let Some(w) = f

@@ -224,6 +224,7 @@ fn node_environment_overrides() {
 fn relative_paths_resolve_against_the_config_directory() {
     let d = tmp();
     std::fs::write(d.path().join("tok"), "secret\n").unwrap();
+    std::fs::create_dir(d.path().join("logs")).unwrap();
     let s = load_in(d.path(), "admin: {bind: 127.0.0.1:9901, token_file: tok}\naccess_log: {path: logs/a.log, format: json}\n", Env(vec![])).unwrap();
     assert_eq!(s.admin.token_file, Some(d.path().join("tok")));
     assert_eq!(
@@ -231,6 +232,29 @@ fn relative_paths_resolve_against_the_config_directory() {
         AccessLogDest::File(d.path().join("logs/a.log"))
     );
     assert_eq!(s.access_log.format, AccessLogFormat::Json);
+}
+
+/// An access log that could not be opened is found at load (so by `check`): a
+/// missing directory, a directory in place of the file.
+#[test]
+fn an_access_log_that_cannot_be_opened_is_an_error() {
+    let d = tmp();
+    let errs = |yaml: &str| match load_in(d.path(), yaml, Env(vec![])) {
+        Ok(_) => Vec::new(),
+        Err(e) => e.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+    };
+    let e = errs("access_log: {path: nodir/a.log}\n");
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].contains("1:20: access_log.path: cannot create"),
+        "{e:?}"
+    );
+    assert!(e[0].contains("does not exist"), "{e:?}");
+    std::fs::create_dir(d.path().join("adir")).unwrap();
+    let e = errs("access_log: {path: adir}\n");
+    assert!(e.len() == 1 && e[0].contains("is a directory"), "{e:?}");
+    assert!(errs("access_log: {path: a.log}\n").is_empty());
+    assert!(errs("access_log: {path: stdout}\n").is_empty());
 }
 
 // ---------------------------------------------------------------- parsing

@@ -238,9 +238,10 @@ impl RequestError {
 /// `Ok(None)`: incomplete; read more and call again with the same bytes plus the new
 /// ones (the scan resumes where it stopped, so a slow client costs linear time). On
 /// `Err` the head's fields are unspecified. Errors follow SPEC §3 (see [`RequestError`]);
-/// besides its list, these are 400 too: bare-LF line ends, `CONNECT`, a case variant of
-/// a standard method (`get`, `Head`: targets disagree on method case, and a HEAD read
-/// differently would desync the response stream), a target that is not origin-form,
+/// besides its list, these are 400 too: bare-LF line ends, `CONNECT` in any case, a
+/// case variant of HEAD (`Head`: a target that upper-cases methods would answer it
+/// without a body; other lower-case methods such as `get` are extension methods,
+/// and `trace` in any case is 405), a target that is not origin-form,
 /// absolute-form `http(s)://authority/path` or `*` (OPTIONS only), or that holds a `#`
 /// (a fragment), a Host outside RFC 3986 authority characters, more than
 /// [`MAX_HEADERS`] headers, and `Connection` naming more than

@@ -382,12 +382,13 @@ pub(super) fn diagnose_request_line(line: &[u8]) -> Option<&'static str> {
         return Some("Malformed");
     };
     let (uri, version) = (&rest[..sp], &rest[sp + 1..]);
-    if version != b"HTTP/1.1" && version != b"HTTP/1.0" {
-        // HTTP/1.2 to HTTP/1.9: harmless but not compliant (Acceptable in ALB's
-        // table); served as HTTP/1.1 unless strictest.
-        if let [b'H', b'T', b'T', b'P', b'/', b'1', b'.', b'2'..=b'9'] = version {
-            return Some("NonCompliantVersion");
-        }
+    // HTTP/1.2 to HTTP/1.9: harmless but not compliant (Acceptable in ALB's table),
+    // served as HTTP/1.1 unless strictest; a fault of the target comes first.
+    let minor_above_one = matches!(
+        version,
+        [b'H', b'T', b'T', b'P', b'/', b'1', b'.', b'2'..=b'9']
+    );
+    if version != b"HTTP/1.1" && version != b"HTTP/1.0" && !minor_above_one {
         return Some(if version.starts_with(b"HTTP/") {
             "BadVersion"
         } else {
@@ -403,6 +404,8 @@ pub(super) fn diagnose_request_line(line: &[u8]) -> Option<&'static str> {
         Some("AmbiguousUri")
     } else if uri.contains(&b' ') {
         Some("SpaceInUri")
+    } else if minor_above_one {
+        Some("NonCompliantVersion")
     } else {
         None
     }

@@ -123,6 +123,8 @@ fn refused_requests() {
         ("HTTP/2.0", &["GET / HTTP/2.0", "Host: a"], bad("BadVersion")),
         ("HTTP/1.2", &["GET / HTTP/1.2", "Host: a"], bad("NonCompliantVersion")),
         ("HTTP/1.10", &["GET / HTTP/1.10", "Host: a"], bad("BadVersion")),
+        ("HTTP/1.2 with NUL in URI", &["GET /a\x00b HTTP/1.2", "Host: a"], bad("BadUri")),
+        ("HTTP/1.2 with a control byte in URI", &["GET /a\x01b HTTP/1.2", "Host: a"], bad("AmbiguousUri")),
         ("h2 preface", &["PRI * HTTP/2.0", "", "SM"], bad("BadVersion")),
         ("lower-case version", &["GET / http/1.1", "Host: a"], bad("Malformed")),
         ("space in URI", &["GET /a b HTTP/1.1", "Host: a"], bad("SpaceInUri")),
