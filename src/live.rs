@@ -14,6 +14,10 @@ use crate::targets::{GroupState, ListenerState, Registry, TargetState};
 
 pub struct Live {
     pub snapshot: Arc<Snapshot>,
+    /// Names a reload took away from a listener that kept its bind under a new
+    /// name, with the new listener's index: connections accepted under the old
+    /// name go on under the new one (see [`Live::listener_index`]).
+    pub renamed: std::collections::HashMap<String, usize>,
     /// Same order as `snapshot.listeners`.
     pub listeners: Vec<LiveListener>,
     /// Same order as `snapshot.target_groups`.
@@ -189,6 +193,7 @@ impl Live {
             tls_servers,
             tls_clients,
             tls_pool_ids,
+            renamed: std::collections::HashMap::new(),
         }
     }
 
@@ -230,6 +235,32 @@ impl Live {
 
     /// The index of a listener by name.
     pub fn listener_index(&self, name: &str) -> Option<usize> {
-        self.snapshot.listeners.iter().position(|l| l.name == name)
+        self.snapshot
+            .listeners
+            .iter()
+            .position(|l| l.name == name)
+            .or_else(|| self.renamed.get(name).copied())
+    }
+
+    /// Fills [`Live::renamed`] from the previous view: every listener name of
+    /// `old` (renamed ones included) that this config no longer has, whose bind
+    /// a listener of this config took over.
+    pub fn carry_renames(&mut self, old: &Live) {
+        let old_names =
+            old.snapshot
+                .listeners
+                .iter()
+                .map(|l| (l.name.as_str(), l.bind))
+                .chain(old.renamed.iter().filter_map(|(n, &i)| {
+                    old.snapshot.listeners.get(i).map(|l| (n.as_str(), l.bind))
+                }));
+        for (name, bind) in old_names {
+            if self.snapshot.listeners.iter().any(|l| l.name == name) {
+                continue;
+            }
+            if let Some(i) = self.snapshot.listeners.iter().position(|l| l.bind == bind) {
+                self.renamed.insert(name.to_owned(), i);
+            }
+        }
     }
 }

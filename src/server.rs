@@ -566,7 +566,9 @@ impl Control {
         if let Some(log) = new_log {
             self.registry.replace_access_log(log);
         }
-        let live = Live::build(snapshot.clone(), &mut self.registry);
+        let mut live = Live::build(snapshot.clone(), &mut self.registry);
+        // A listener renamed with its bind kept: its connections go on.
+        live.carry_renames(&self.shared.live.load());
         let old = self.shared.live.swap(Arc::new(live));
         let kept: std::collections::HashSet<SocketAddr> = snapshot
             .target_groups

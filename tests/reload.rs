@@ -740,3 +740,36 @@ async fn an_access_log_that_cannot_be_opened_is_refused() {
     })
     .await;
 }
+
+/// A reload that renames a listener and keeps its bind: a keep-alive connection
+/// accepted under the old name goes on serving requests under the new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_renamed_listener_keeps_its_connections() {
+    bounded(60, async {
+        let a = Backend::start("rn-a").await;
+        let (admin, web) = (free_port(), free_port());
+        let yaml = simple_config(admin, web, &[a.addr]);
+        let f = Fulcrum::start(&yaml).await;
+        let req = b"GET /one HTTP/1.1\r\nHost: test.local\r\n\r\n";
+        let mut c = Conn::connect(local(web)).await.unwrap();
+        c.send(req).await.unwrap();
+        assert_eq!(c.read_response().await.unwrap().status, 200);
+
+        f.reload_yaml(&yaml.replace(
+            "  - name: web\n    protocol: http\n    bind",
+            "  - name: front\n    protocol: http\n    bind",
+        ))
+        .await;
+        for i in 0..3 {
+            c.send(req).await.unwrap();
+            let r = c.read_response().await;
+            assert!(
+                matches!(&r, Ok(r) if r.status == 200),
+                "request {i} on the old connection after the rename: {r:?}"
+            );
+        }
+        // New connections are served too.
+        assert_eq!(get(local(web), "/two").await.status, 200);
+    })
+    .await;
+}
