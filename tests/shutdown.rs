@@ -220,7 +220,7 @@ async fn a_connect_pending_at_the_shutdown_cut_is_answered_and_logged() {
         let (admin, web) = (free_port(), free_port());
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("access.log");
-        let yaml = checked_elsewhere(admin, web, hole.addr, hc.addr.port()).replace(
+        let yaml = checked_elsewhere(admin, web, &[hole.addr], hc.addr.port()).replace(
             "runtime: {worker_threads: 2}",
             &format!(
                 "runtime: {{worker_threads: 2, shutdown_timeout: 1s}}\n\

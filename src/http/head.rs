@@ -295,24 +295,30 @@ pub fn parse_request(
     )
 }
 
+/// Where the request line at the start of `buf` is, without its line end (empty
+/// lines before it are allowed, RFC 9112 §2.2); `None` before its end arrived.
+fn request_line(buf: &[u8]) -> Option<(usize, usize)> {
+    let start = buf
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(buf.len());
+    let mut end = start + memchr::memchr(b'\n', &buf[start..])?;
+    if end > start && buf[end - 1] == b'\r' {
+        end -= 1;
+    }
+    Some((start, end))
+}
+
 /// A request line whose version is `HTTP/1.2` to `HTTP/1.9` (`NonCompliantVersion`,
 /// Acceptable in ALB's table) is rewritten in place to `HTTP/1.1`, as it is then
 /// served. Call it only after [`parse_request`] answered
 /// `BadRequest("NonCompliantVersion")`; `false` when the line does not end so.
 pub fn downgrade_version(buf: &mut [u8]) -> bool {
-    // Empty lines before the request line are allowed (RFC 9112 §2.2).
-    let start = buf
-        .iter()
-        .position(|&b| b != b'\r' && b != b'\n')
-        .unwrap_or(buf.len());
-    let Some(len) = memchr::memchr(b'\n', &buf[start..]) else {
+    let Some((start, end)) = request_line(buf) else {
         return false;
     };
-    let mut end = start + len;
-    if end > start && buf[end - 1] == b'\r' {
-        end -= 1;
-    }
-    match buf.get_mut(end.saturating_sub(8)..end) {
+    // The version is the line's last 8 bytes.
+    match buf.get_mut(end.saturating_sub(8).max(start)..end) {
         Some(v) if v.len() == 8 && v.starts_with(b"HTTP/1.") && (b'2'..=b'9').contains(&v[7]) => {
             v[7] = b'1';
             true
@@ -331,18 +337,9 @@ pub fn downgrade_version(buf: &mut [u8]) -> bool {
 /// `false` (nothing changed) when the line is not `METHOD SP target SP version` or
 /// its target holds no such byte.
 pub fn encode_target(buf: &mut Vec<u8>) -> bool {
-    // Empty lines before the request line are allowed (RFC 9112 §2.2).
-    let start = buf
-        .iter()
-        .position(|&b| b != b'\r' && b != b'\n')
-        .unwrap_or(buf.len());
-    let Some(len) = memchr::memchr(b'\n', &buf[start..]) else {
+    let Some((start, end)) = request_line(buf) else {
         return false;
     };
-    let mut end = start + len;
-    if end > start && buf[end - 1] == b'\r' {
-        end -= 1;
-    }
     let line = &buf[start..end];
     let (Some(first), Some(last)) = (memchr::memchr(b' ', line), memchr::memrchr(b' ', line))
     else {

@@ -57,6 +57,7 @@ pub fn client_config(
     } else {
         let verifier = AnyServerCert {
             algorithms: provider.signature_verification_algorithms,
+            refuse: None,
         };
         builder
             .dangerous()
@@ -91,9 +92,9 @@ pub fn server_name(configured_address: &str, addr: SocketAddr) -> ServerName<'st
 /// (`None` only if the provider offers no protocol version, which aws-lc-rs does.)
 pub fn refusing_config(reason: &str) -> Option<Arc<ClientConfig>> {
     let provider = crypto_provider();
-    let verifier = RefuseAll {
-        reason: reason.to_owned(),
+    let verifier = AnyServerCert {
         algorithms: provider.signature_verification_algorithms,
+        refuse: Some(reason.to_owned()),
     };
     let builder = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -106,52 +107,21 @@ pub fn refusing_config(reason: &str) -> Option<Arc<ClientConfig>> {
     ))
 }
 
-/// Refuses every certificate (see [`refusing_config`]).
-#[derive(Debug)]
-struct RefuseAll {
-    reason: String,
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for RefuseAll {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Err(rustls::Error::General(self.reason.clone()))
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        _message: &[u8],
-        _cert: &CertificateDer<'_>,
-        _dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::General(self.reason.clone()))
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        _message: &[u8],
-        _cert: &CertificateDer<'_>,
-        _dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::General(self.reason.clone()))
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
-}
-
-/// `verify_tls: false`: any chain and name, but a valid handshake signature.
+/// `verify_tls: false`: any chain and name, but a valid handshake signature. With
+/// `refuse`, nothing at all (see [`refusing_config`]).
 #[derive(Debug)]
 struct AnyServerCert {
     algorithms: WebPkiSupportedAlgorithms,
+    refuse: Option<String>,
+}
+
+impl AnyServerCert {
+    fn refused(&self) -> Result<(), rustls::Error> {
+        match &self.refuse {
+            Some(reason) => Err(rustls::Error::General(reason.clone())),
+            None => Ok(()),
+        }
+    }
 }
 
 impl ServerCertVerifier for AnyServerCert {
@@ -163,6 +133,7 @@ impl ServerCertVerifier for AnyServerCert {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        self.refused()?;
         Ok(ServerCertVerified::assertion())
     }
 
@@ -172,6 +143,7 @@ impl ServerCertVerifier for AnyServerCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.refused()?;
         rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
     }
 
@@ -181,6 +153,7 @@ impl ServerCertVerifier for AnyServerCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.refused()?;
         rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
     }
 

@@ -219,16 +219,17 @@ impl Sampler {
     }
 }
 
-/// Listener `web` (http, on `web`) forwarding to group `web` whose one target is
-/// `target`, health-checked on `hc_port` instead (so a target that takes no
-/// connection, such as a [`super::Blackhole`], still counts as healthy).
-pub fn checked_elsewhere(admin: u16, web: u16, target: SocketAddr, hc_port: u16) -> String {
+/// Listener `web` (http, on `web`) forwarding to group `web` whose targets are
+/// `targets`, health-checked on `hc_port` of their own addresses instead (so a
+/// target that takes no connection, such as a [`super::Blackhole`], still counts
+/// as healthy when something answers on `hc_port`).
+pub fn checked_elsewhere(admin: u16, web: u16, targets: &[SocketAddr], hc_port: u16) -> String {
     let g = group(
         "web",
         "http",
         &[],
         &format!("port: {hc_port}, path: /hc, interval: 30s, timeout: 2s"),
-        &[tgt(target)],
+        &targets.iter().map(|t| tgt(*t)).collect::<Vec<_>>(),
     );
     lb_config(
         "name: lb-test, zone: zone-a",
