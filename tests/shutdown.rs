@@ -165,6 +165,48 @@ async fn shutdown_delay_keeps_serving_while_readyz_fails() {
     .await;
 }
 
+/// `yaml` with `shutdown_timeout: 1s` and a JSON access log at `log`.
+fn with_cut_and_log(yaml: &str, log: &std::path::Path) -> String {
+    yaml.replace(
+        "runtime: {worker_threads: 2}",
+        &format!(
+            "runtime: {{worker_threads: 2, shutdown_timeout: 1s}}\n\
+             access_log: {{path: \"{}\", format: json}}",
+            log.display()
+        ),
+    )
+}
+
+/// SIGTERM with `req` in flight: about a second later (shutdown_timeout) it is
+/// answered 502, the process exits 0, and the access-log line of the request to
+/// `path` is returned (written before the exit).
+async fn cut_by_shutdown(
+    f: &mut Fulcrum,
+    req: tokio::task::JoinHandle<std::io::Result<Response>>,
+    log: &std::path::Path,
+    path: &str,
+) -> serde_json::Value {
+    f.sigterm();
+    let sent = Instant::now();
+    let r = req.await.unwrap().expect("the request cut off is answered");
+    let took = sent.elapsed();
+    assert_eq!(r.status, 502, "{r:?}");
+    assert!(
+        took >= Duration::from_millis(700) && took < Duration::from_secs(4),
+        "answered {took:?} after SIGTERM; shutdown_timeout is 1 s"
+    );
+    let status = f.wait_exit(Duration::from_secs(10)).await.expect("exits");
+    assert_eq!(status.code(), Some(0), "exit status {status}");
+    let lines = std::fs::read_to_string(log).unwrap_or_default();
+    let line = lines
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| l["request"].as_str().is_some_and(|r| r.contains(path)))
+        .unwrap_or_else(|| panic!("no access-log line for the request cut off: {lines}"));
+    assert_eq!(line["elb_status_code"], 502, "{line}");
+    line
+}
+
 /// `shutdown_timeout: 1s` with a request still running on the target (it would take
 /// 6 s): about a second after SIGTERM the request is answered 502, and its
 /// access-log line is written before the process exits 0.
@@ -175,35 +217,10 @@ async fn work_cut_by_shutdown_timeout_is_answered_and_logged() {
         let (admin, web) = (free_port(), free_port());
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("access.log");
-        let yaml = simple_config(admin, web, &[a.addr]).replace(
-            "runtime: {worker_threads: 2}",
-            &format!(
-                "runtime: {{worker_threads: 2, shutdown_timeout: 1s}}\n\
-                 access_log: {{path: \"{}\", format: json}}",
-                log.display()
-            ),
-        );
+        let yaml = with_cut_and_log(&simple_config(admin, web, &[a.addr]), &log);
         let mut f = Fulcrum::start(&yaml).await;
         let slow = slow_request_reaching(web, "/slow?ms=6000", &a).await;
-        f.sigterm();
-        let sent = Instant::now();
-        let r = slow.await.unwrap();
-        let took = sent.elapsed();
-        let r = r.expect("the request cut off is answered");
-        assert_eq!(r.status, 502, "{r:?}");
-        assert!(
-            took >= Duration::from_millis(700) && took < Duration::from_secs(4),
-            "answered {took:?} after SIGTERM; shutdown_timeout is 1 s"
-        );
-        let status = f.wait_exit(Duration::from_secs(10)).await.expect("exits");
-        assert_eq!(status.code(), Some(0), "exit status {status}");
-        let lines = std::fs::read_to_string(&log).unwrap_or_default();
-        let line = lines
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .find(|l| l["request"].as_str().is_some_and(|r| r.contains("/slow")))
-            .unwrap_or_else(|| panic!("no access-log line for the request cut off: {lines}"));
-        assert_eq!(line["elb_status_code"], 502, "{line}");
+        let line = cut_by_shutdown(&mut f, slow, &log, "/slow").await;
         assert_eq!(line["target_group"], "web", "{line}");
     })
     .await;
@@ -220,43 +237,15 @@ async fn a_connect_pending_at_the_shutdown_cut_is_answered_and_logged() {
         let (admin, web) = (free_port(), free_port());
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("access.log");
-        let yaml = checked_elsewhere(admin, web, &[hole.addr], hc.addr.port()).replace(
-            "runtime: {worker_threads: 2}",
-            &format!(
-                "runtime: {{worker_threads: 2, shutdown_timeout: 1s}}\n\
-                 access_log: {{path: \"{}\", format: json}}",
-                log.display()
-            ),
-        );
-        let mut f = Fulcrum::start(&yaml).await;
+        let cfg = checked_elsewhere(admin, web, &[hole.addr], hc.addr.port());
+        let mut f = Fulcrum::start(&with_cut_and_log(&cfg, &log)).await;
         let req = tokio::spawn(async move {
             let raw = b"GET /pending HTTP/1.1\r\nHost: test.local\r\n\r\n";
             http_request(local(web), raw).await
         });
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert!(!req.is_finished(), "the connect should still be pending");
-        f.sigterm();
-        let sent = Instant::now();
-        let r = req.await.unwrap().expect("the request cut off is answered");
-        let took = sent.elapsed();
-        assert_eq!(r.status, 502, "{r:?}");
-        assert!(
-            took >= Duration::from_millis(700) && took < Duration::from_secs(4),
-            "answered {took:?} after SIGTERM; shutdown_timeout is 1 s"
-        );
-        let status = f.wait_exit(Duration::from_secs(10)).await.expect("exits");
-        assert_eq!(status.code(), Some(0), "exit status {status}");
-        let lines = std::fs::read_to_string(&log).unwrap_or_default();
-        let line = lines
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .find(|l| {
-                l["request"]
-                    .as_str()
-                    .is_some_and(|r| r.contains("/pending"))
-            })
-            .unwrap_or_else(|| panic!("no access-log line for the request cut off: {lines}"));
-        assert_eq!(line["elb_status_code"], 502, "{line}");
+        cut_by_shutdown(&mut f, req, &log, "/pending").await;
     })
     .await;
 }
