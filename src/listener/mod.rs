@@ -185,7 +185,9 @@ fn admit(
     let name = name.clone();
     match cfg.protocol {
         ListenerProtocol::Http => {
-            let port = stream.local_addr().map_or(0, |a| a.port());
+            let local = stream.local_addr().unwrap_or(peer);
+            crate::net::tune_http_client(&stream, peer.ip(), local.ip());
+            let port = local.port();
             tokio::spawn(crate::http::conn::serve(
                 stream,
                 peer,
@@ -216,6 +218,9 @@ fn admit(
             let shared = shared.clone();
             tokio::spawn(async move {
                 let local = stream.local_addr().unwrap_or(peer);
+                if protocol == ListenerProtocol::Https {
+                    crate::net::tune_http_client(&stream, peer.ip(), local.ip());
+                }
                 let acceptor = tokio_rustls::TlsAcceptor::from(server_cfg);
                 // A handshake still running at shutdown is dropped, as an idle
                 // connection is.
