@@ -88,6 +88,7 @@ pub enum Command {
 
 /// Parses the arguments and runs the command; returns the exit code.
 pub fn main() -> i32 {
+    crate::server::huge_pages_off();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

@@ -98,13 +98,13 @@ fn raise_nofile_limit() {
 }
 
 /// Turns transparent huge pages off for the process (`PR_SET_THP_DISABLE`)
-/// unless `FULCRUM_ALLOW_THP=1`. The allocator asks for them on its segments, so
+/// unless `FULCRUM_ALLOW_THP=1`; called first thing in [`crate::cli::main`]. The allocator asks for them on its segments, so
 /// resident memory would move in 2 MiB steps and stay a step up after a burst;
 /// with 4 KiB pages it follows the connections (a parked idle connection's
 /// ~0.1 KiB shows as such) and the process starts near 11 MB instead of 20.
 /// Requests per second and CPU per request did not change measurably
 /// (benches/README.md). Best effort: a refusal leaves the system's setting.
-fn huge_pages_off() {
+pub fn huge_pages_off() {
     if std::env::var("FULCRUM_ALLOW_THP").is_ok_and(|v| v.trim() == "1") {
         return;
     }
@@ -162,7 +162,6 @@ struct Control {
 
 /// Runs the load balancer until SIGTERM/SIGINT. Returns the exit code.
 pub fn run(config: &Path) -> i32 {
-    huge_pages_off();
     let snapshot = match crate::config::load(config) {
         Ok(s) => Arc::new(s),
         Err(errors) => {

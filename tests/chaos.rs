@@ -1079,7 +1079,7 @@ fn sha256_hex(b: &[u8]) -> String {
         .collect()
 }
 
-/// 50 reloads within a second, each after writing a different config (every other
+/// 50 reloads 15 ms apart, each after writing a different config (every other
 /// one by SIGHUP, the rest by `POST /api/v1/reload` without waiting for the answer):
 /// the balancer converges on the last file (its routing and the SHA-256 the admin
 /// API reports), and no reload fails.
@@ -1110,10 +1110,10 @@ async fn reload_storm_converges_on_the_last_config() {
             tokio::time::sleep(ms(15)).await;
         }
         let storm = t0.elapsed();
-        assert!(
-            storm < Duration::from_millis(1500),
-            "the storm took {storm:?}"
-        );
+        // 50 × 15 ms of pauses: 0.75 s on an idle machine; the bound only checks
+        // that the reloads came in quick succession (a busy or stolen CPU slows
+        // the writes and signals down).
+        assert!(storm < Duration::from_secs(5), "the storm took {storm:?}");
         for p in posts {
             let r = p.await.unwrap().expect("the reload API answers");
             assert_eq!(r.status, 200, "{}", r.text());

@@ -230,38 +230,3 @@ async fn shutdown_closes_parked_connections() {
     })
     .await;
 }
-
-/// `THP_enabled:` of `/proc/PID/status` (None: a kernel that does not say).
-fn thp_enabled(pid: &str) -> Option<String> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines()
-        .find_map(|l| l.strip_prefix("THP_enabled:"))
-        .map(|v| v.trim().to_string())
-}
-
-/// The process runs with transparent huge pages off (so its resident memory
-/// follows parked connections in 4 KiB pages, not 2 MiB steps), unless
-/// `FULCRUM_ALLOW_THP=1` keeps the system's setting.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn huge_pages_are_off_unless_allowed() {
-    let Some(system) = thp_enabled("self") else {
-        eprintln!("skipped: this kernel shows no THP_enabled in /proc/PID/status");
-        return;
-    };
-    bounded(60, async {
-        let app = Backend::start("app").await;
-        let (admin, web) = (free_port(), free_port());
-        let f = Fulcrum::start(&config(admin, web, app.addr, "60s")).await;
-        assert_eq!(thp_enabled(&f.pid().to_string()).as_deref(), Some("0"));
-        drop(f);
-
-        let (admin, web) = (free_port(), free_port());
-        let f = Fulcrum::start_env(
-            &config(admin, web, app.addr, "60s"),
-            &[("FULCRUM_ALLOW_THP", "1")],
-        )
-        .await;
-        assert_eq!(thp_enabled(&f.pid().to_string()), Some(system));
-    })
-    .await;
-}

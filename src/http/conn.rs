@@ -1384,7 +1384,10 @@ async fn proxy<C: Stream>(
             }
         };
         match connected {
-            Ok(s) => break (ti, s, false),
+            Ok(s) => {
+                crate::net::tune_http_target(s.tcp());
+                break (ti, s, false);
+            }
             Err(e) if !retried && group.targets.len() > 1 => {
                 gm.connection_error();
                 retried = true;
@@ -1479,6 +1482,7 @@ async fn proxy<C: Stream>(
             let fresh = pool::connect(tcfg.addr, live.target_tls(gid, ti), None, CONNECT_TIMEOUT);
             match Box::pin(fresh).await {
                 Ok(s) => {
+                    crate::net::tune_http_target(s.tcp());
                     up = s;
                     // The request leaves again now (TargetResponseTime).
                     sent_at = Instant::now();

@@ -237,7 +237,6 @@ pub async fn connect(
 ) -> std::io::Result<Conn> {
     let tcp = async {
         let mut s = TcpStream::connect(addr).await?;
-        crate::net::tune_http_target(&s);
         let _ = s.set_nodelay(true);
         if let Some(p) = preface {
             tokio::io::AsyncWriteExt::write_all(&mut s, p).await?;

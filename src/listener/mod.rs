@@ -185,9 +185,11 @@ fn admit(
     let name = name.clone();
     match cfg.protocol {
         ListenerProtocol::Http => {
-            let local = stream.local_addr().unwrap_or(peer);
-            crate::net::tune_http_client(&stream, peer.ip(), local.ip());
-            let port = local.port();
+            let local = stream.local_addr().ok();
+            if let Some(local) = local {
+                crate::net::tune_http_client(&stream, peer.ip(), local.ip());
+            }
+            let port = local.map_or(0, |a| a.port());
             tokio::spawn(crate::http::conn::serve(
                 stream,
                 peer,
@@ -217,10 +219,11 @@ fn admit(
             let handshake_timeout = cfg.idle_timeout;
             let shared = shared.clone();
             tokio::spawn(async move {
-                let local = stream.local_addr().unwrap_or(peer);
-                if protocol == ListenerProtocol::Https {
+                let local = stream.local_addr().ok();
+                if let (ListenerProtocol::Https, Some(local)) = (protocol, local) {
                     crate::net::tune_http_client(&stream, peer.ip(), local.ip());
                 }
+                let local = local.unwrap_or(peer);
                 let acceptor = tokio_rustls::TlsAcceptor::from(server_cfg);
                 // A handshake still running at shutdown is dropped, as an idle
                 // connection is.
