@@ -235,10 +235,14 @@ async fn accept_at_the_open_file_limit_backs_off_and_recovers() {
         assert_eq!(r.text(), "nofile");
         let (st, _) = f.admin_get("/healthz").await;
         assert_eq!(st, 200);
-        assert!(
-            open_fds(pid) < limit,
-            "descriptors were not given back after the clients left"
-        );
+        // The backlog's closed connections are still being accepted and let go
+        // one by one; within a few seconds the descriptors are back.
+        eventually(
+            Duration::from_secs(10),
+            "descriptors given back after the clients left",
+            || async move { (open_fds(pid) < limit).then_some(()) },
+        )
+        .await;
     })
     .await;
 }
