@@ -98,19 +98,18 @@ fn raise_nofile_limit() {
 }
 
 /// Turns transparent huge pages off for the process (`PR_SET_THP_DISABLE`)
-/// unless `FULCRUM_ALLOW_THP=1`; called first thing in [`crate::cli::main`]. The allocator asks for them on its segments, so
-/// resident memory would move in 2 MiB steps and stay a step up after a burst;
-/// with 4 KiB pages it follows the connections (a parked idle connection's
-/// ~0.1 KiB shows as such) and the process starts near 11 MB instead of 20.
-/// Requests per second and CPU per request did not change measurably
-/// (benches/README.md). Best effort: a refusal leaves the system's setting.
+/// unless `FULCRUM_ALLOW_THP=1`; called first thing in [`crate::cli::main`]. The
+/// allocator asks for them on its segments, so resident memory would move in
+/// 2 MiB steps and stay a step up after a burst; with 4 KiB pages it follows the
+/// connections (a parked idle connection's ~0.1 KiB shows as such) and the
+/// process starts near 11 MB instead of 20. Requests per second and CPU per
+/// request did not change measurably (benches/README.md). Best effort: a refusal
+/// (before logging is set up, so not logged) leaves the setting as it was.
 pub fn huge_pages_off() {
     if std::env::var("FULCRUM_ALLOW_THP").is_ok_and(|v| v.trim() == "1") {
         return;
     }
-    if let Err(e) = rustix::thread::disable_transparent_huge_pages(true) {
-        tracing::debug!(error = %e, "cannot turn transparent huge pages off");
-    }
+    let _ = rustix::thread::disable_transparent_huge_pages(true);
 }
 
 /// `FILE:LINE:COL: access_log.path: cannot open PATH: why`.
