@@ -111,7 +111,8 @@ pub(crate) fn alert_id(events: &[SpooledEvent]) -> String {
 /// `[fulcrum lb-a] 2 targets unhealthy in web`: the node, then per kind of event
 /// the number of distinct targets and the group(s): targets gone unhealthy first
 /// (so the subject always starts like SPEC §6's example), then groups with no
-/// healthy target left, failed reloads, recoveries.
+/// healthy target left (only when no target went unhealthy in the window), failed
+/// reloads, recoveries.
 pub(crate) fn subject(node: &str, events: &[SpooledEvent]) -> String {
     let mut all_down = Groups::default();
     let (mut down, mut down_groups) = (Targets::default(), Groups::default());
@@ -139,7 +140,10 @@ pub(crate) fn subject(node: &str, events: &[SpooledEvent]) -> String {
             down_groups.list()
         ));
     }
-    if !all_down.0.is_empty() {
+    // A group left with no healthy target is named only when no target went
+    // unhealthy in the window: then the subject reads exactly like SPEC §6's
+    // example, and the body lists the `all_targets_unhealthy` event.
+    if down.0.is_empty() && !all_down.0.is_empty() {
         parts.push(format!(
             "all targets unhealthy in {}: {}",
             plural(all_down.0.len(), "group", "groups"),

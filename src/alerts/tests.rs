@@ -205,7 +205,11 @@ fn subject_orders_by_severity_and_mentions_recoveries() {
             down("web", "b:1", "x"),
             all.clone()
         ]),
-        "[fulcrum lb-a] 2 targets unhealthy in web; all targets unhealthy in 1 group: web"
+        "[fulcrum lb-a] 2 targets unhealthy in web"
+    );
+    assert_eq!(
+        subject(vec![all.clone()]),
+        "[fulcrum lb-a] all targets unhealthy in 1 group: web"
     );
     assert_eq!(
         subject(vec![healthy("web", "a:1")]),
