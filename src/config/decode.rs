@@ -115,6 +115,10 @@ pub fn fields<'n>(
             continue;
         }
         if !section.keys.iter().any(|sk| sk.name == k.name) {
+            if k.name == "password" {
+                errs.push(k.pos, kpath, super::schema::INLINE_PASSWORD);
+                continue;
+            }
             let known: Vec<&str> = section.keys.iter().map(|sk| sk.name).collect();
             let hint = known
                 .iter()

@@ -188,16 +188,17 @@ pub static SMTP: Section = Section {
         leaf("timeout"),
     ],
     refused: &[
-        (
-            "password",
-            "secrets are never given inline: put the password in a file and name it with password_file, or name an environment variable with password_env",
-        ),
+        ("password", INLINE_PASSWORD),
         (
             "username",
             "credentials are never given inline: use username_file or username_env",
         ),
     ],
 };
+
+/// A `password:` key is refused with this message wherever it appears (SPEC §2:
+/// secrets are never given inline), not only under `alerts.smtp`.
+pub const INLINE_PASSWORD: &str = "secrets are never given inline: put the password in a file and name it with password_file, or name an environment variable with password_env";
 
 pub static LIMITS: Section = section(&[leaf("aws_compat")]);
 

@@ -1130,6 +1130,12 @@ fn inline_passwords_are_refused() {
         "2:34",
         "alerts.smtp.password: secrets are never given inline: put the password in a file and name it with password_file, or name an environment variable with password_env",
     );
+    // Anywhere else, too: the message still points at the file or variable.
+    only(
+        "alerts:\n  smtp: {host: smtp.example.com}\n  from: a@example.com\n  to: [b@example.com]\n  password: hunter2\n",
+        "5:3",
+        "alerts.password: secrets are never given inline: put the password in a file and name it with password_file",
+    );
 }
 
 #[test]
