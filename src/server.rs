@@ -288,9 +288,21 @@ pub async fn start(
         None => None,
     };
     // Listeners accept only after the first health-check round (SPEC §4), so a
-    // restart never sends traffic to dead targets.
+    // restart never sends traffic to dead targets: until then their sockets are
+    // bound but not listening, and a connection is refused, not queued.
     control.checks = crate::health::worker::Checks::start(&shared).await;
     for (l, sockets) in bound {
+        let sockets = match listener::listen(sockets) {
+            Ok(s) => s,
+            Err(e) => {
+                let (pos, field) = &l.bind_at;
+                let file = snapshot.source.path.display();
+                return Err(format!(
+                    "{file}:{}:{}: {field}: listener {} cannot listen on {}: {e}",
+                    pos.line, pos.col, l.name, l.bind
+                ));
+            }
+        };
         let state = control.registry.listener(&l.name);
         let r = listener::start(&l.name, l.bind, sockets, &control.workers, &shared, state);
         control.running.insert(l.name.clone(), r);
@@ -540,7 +552,7 @@ impl Control {
             if keep {
                 continue;
             }
-            match listener::bind(l.bind, self.workers.len()) {
+            match listener::bind(l.bind, self.workers.len()).and_then(listener::listen) {
                 Ok(s) => new_sockets.push((l.name.clone(), l.bind, s)),
                 Err(e) => {
                     return ReloadOutcome::Failed {

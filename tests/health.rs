@@ -216,8 +216,8 @@ async fn hanging_backend_times_out() {
 }
 
 /// At start the first round runs before listeners accept: the hanging target's
-/// timeout (1.5 s) delays readiness, every request (even ones sent before
-/// `/readyz`) goes to the live target, the live target is `healthy` after one pass
+/// timeout (1.5 s) delays readiness and the port refuses connections until then,
+/// every request (even ones sent before `/readyz`) goes to the live target, the live target is `healthy` after one pass
 /// although `healthy_threshold` is 5, the others are `initial`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn first_round_runs_before_listeners_accept() {
@@ -243,9 +243,10 @@ async fn first_round_runs_before_listeners_accept() {
         let early = tokio::spawn({
             let stop = stop.clone();
             async move {
-                let mut out = Vec::new();
+                let (mut out, mut connected) = (Vec::new(), Vec::new());
                 while !stop.load(std::sync::atomic::Ordering::SeqCst) {
                     if let Ok(mut c) = Conn::connect(local(web)).await {
+                        connected.push(spawned.elapsed());
                         let r = tokio::time::timeout(ms(10_000), c.get("/early")).await;
                         let who = match r {
                             Ok(Ok(r)) => served_by(&r),
@@ -256,14 +257,14 @@ async fn first_round_runs_before_listeners_accept() {
                     }
                     tokio::time::sleep(ms(20)).await;
                 }
-                out
+                (out, connected)
             }
         });
         let f = Fulcrum::start(&cfg).await;
         let ready = spawned.elapsed();
         let got = tally(local(web), "/", 20).await;
         stop.store(true, std::sync::atomic::Ordering::SeqCst);
-        let early = early.await.unwrap();
+        let (early, connected) = early.await.unwrap();
 
         assert_eq!(count(&got, "fr-a"), 20, "right after /readyz: {got:?}");
         assert!(!early.is_empty(), "the early client got no answer");
@@ -280,6 +281,12 @@ async fn first_round_runs_before_listeners_accept() {
         assert!(
             ready >= ms(1300),
             "/readyz answered 200 after {ready:?}, before the first round (1.5 s timeout) ended"
+        );
+        // Until then the listener's port refuses connections (it is bound, not
+        // listening), so none waits in a queue for the round to end.
+        assert!(
+            connected.first().is_some_and(|t| *t >= ms(1300)),
+            "connections accepted by the kernel at {connected:?} after start, before the 1.5 s round ended"
         );
         let (t, _) = f.wait_state("web", a.addr, "healthy", ms(100)).await;
         assert!(t["reason"].is_null(), "{t}");

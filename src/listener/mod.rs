@@ -21,8 +21,9 @@ use crate::worker::Workers;
 /// Listen backlog per socket.
 const BACKLOG: i32 = 4096;
 
-/// Binds `n` sockets to `addr` with SO_REUSEPORT (one per worker).
-pub fn bind(addr: SocketAddr, n: usize) -> io::Result<Vec<std::net::TcpListener>> {
+/// Binds `n` sockets to `addr` with SO_REUSEPORT (one per worker), not yet
+/// listening: until [`listen`], a connection to the address is refused.
+pub fn bind(addr: SocketAddr, n: usize) -> io::Result<Vec<Socket>> {
     let mut out = Vec::with_capacity(n);
     for _ in 0..n.max(1) {
         let domain = if addr.is_ipv4() {
@@ -38,10 +39,21 @@ pub fn bind(addr: SocketAddr, n: usize) -> io::Result<Vec<std::net::TcpListener>
         s.set_reuse_port(true)?;
         s.set_nonblocking(true)?;
         s.bind(&addr.into())?;
-        s.listen(BACKLOG)?;
-        out.push(s.into());
+        out.push(s);
     }
     Ok(out)
+}
+
+/// Puts sockets from [`bind`] into the listening state: from here the kernel
+/// completes handshakes and queues connections for the accept loops.
+pub fn listen(sockets: Vec<Socket>) -> io::Result<Vec<std::net::TcpListener>> {
+    sockets
+        .into_iter()
+        .map(|s| {
+            s.listen(BACKLOG)?;
+            Ok(s.into())
+        })
+        .collect()
 }
 
 /// A listener's accept loops, running on every worker until stopped.
