@@ -42,10 +42,9 @@ const TLS_NOT_SUPPORTED: &str = "https/tls health check without a TLS client con
 ///   status `hc.matches` is a pass, any other is [`Outcome::Code`]. Interim `1xx`
 ///   responses (but `101`) are skipped. The body and the rest of the head are
 ///   not read.
-/// - `https` and `tls` are **not supported yet** (TLS to targets comes with a
-///   later change): they return `Failed("https/tls health checks are not
-///   supported yet")` without connecting. The TLS stream will slot in between
-///   `connect` and the generic `http_check`.
+/// - `https` and `tls` need the TLS client of [`probe_with_tls`]; called here,
+///   without one, they fail at once (`Failed("https/tls health check without a
+///   TLS client configuration")`) without connecting.
 ///
 /// Failures: longer than `hc.timeout` (connect included) → [`Outcome::Timeout`];
 /// refused → `Failed("connection refused")`; reset → `Failed("connection

@@ -72,15 +72,21 @@ fn apply(
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
+        // A reload started draining the target while this check ran: its state
+        // stays `draining` (set under the same lock by `drain`).
+        if state.is_draining() {
+            return;
+        }
         let before = d.state;
         let changed = d.observe(outcome, hc.healthy_threshold, hc.unhealthy_threshold, now);
+        if changed {
+            state.health.store(d.state as u8, Ordering::Release);
+        }
         (changed, before, d.clone())
     };
     if !changed {
         return;
     }
-    let code = health.state as u8;
-    state.health.store(code, Ordering::Release);
     if health.state == State::Healthy {
         // Slow start ramps a target that joins a group already serving; a group
         // with no healthy target takes its first ones at full share (as ALB).
@@ -395,13 +401,15 @@ impl Checks {
 /// (or the drain ends as soon as nothing is open). Then the target leaves.
 pub fn drain(shared: &Arc<Shared>, d: Draining, delay: Duration) {
     let st = d.state.clone();
-    st.draining.store(true, Ordering::Release);
-    st.health.store(crate::targets::DRAINING, Ordering::Release);
     {
+        // Under the detail lock, so a health check finishing now cannot store
+        // its outcome over `draining` (see `apply`).
         let mut h = match st.detail.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
+        st.draining.store(true, Ordering::Release);
+        st.health.store(crate::targets::DRAINING, Ordering::Release);
         h.drain(SystemTime::now());
     }
     let deadline_ms = crate::balancer::now_ms() + delay.as_millis() as u64;
@@ -418,8 +426,10 @@ pub fn drain(shared: &Arc<Shared>, d: Draining, delay: Duration) {
         // nothing is open on it any more; what is still open then is closed.
         let until = tokio::time::Instant::now() + delay;
         loop {
-            if !st.is_draining() {
-                return; // re-added by a reload: back in service
+            // Re-added by a reload (back in service), or re-added and removed
+            // again: the newer drain, with its own deadline, owns the target.
+            if !st.is_draining() || st.drain_deadline_ms.load(Ordering::Relaxed) != deadline_ms {
+                return;
             }
             if tokio::time::Instant::now() >= until {
                 break;
@@ -454,17 +464,16 @@ pub fn undrain(shared: &Shared, st: &Arc<TargetState>) {
     if !st.is_draining() {
         return;
     }
-    st.draining.store(false, Ordering::Release);
-    st.drain_deadline_ms.store(0, Ordering::Relaxed);
-    let state = {
+    {
         let mut h = match st.detail.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
+        st.draining.store(false, Ordering::Release);
+        st.drain_deadline_ms.store(0, Ordering::Relaxed);
         h.undrain(SystemTime::now());
-        h.state
-    };
-    st.health.store(state as u8, Ordering::Release);
+        st.health.store(h.state as u8, Ordering::Release);
+    }
     if let Ok(mut list) = shared.draining_targets.lock() {
         list.retain(|x| !Arc::ptr_eq(&x.state, st));
     }
