@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use common::*;
 
 /// Raw targets by behaviour, each behind `/g/<group>`.
-const RAW_GROUPS: [(&str, Mode); 9] = [
+const RAW_GROUPS: [(&str, Mode); 10] = [
     ("reset-head", Mode::ResetInHead),
     ("reset-body", Mode::ResetInBody),
     ("garbage", Mode::Garbage),
@@ -21,6 +21,7 @@ const RAW_GROUPS: [(&str, Mode); 9] = [
     ("silent", Mode::Silent),
     ("ws", Mode::WebSocket),
     ("ok", Mode::Status(200)),
+    ("gzip", Mode::GzipChunked),
 ];
 
 struct Setup {
@@ -416,6 +417,35 @@ async fn client_close_mid_body_is_460() {
         }
         let l = s.log_line("/upload").await;
         assert_eq!(l["elb_status_code"], 460, "{l}");
+    })
+    .await;
+}
+
+/// A target's body in a transfer coding besides chunked (`Transfer-Encoding: gzip,
+/// chunked`) reaches an HTTP/1.1 client byte for byte with that header (a plain
+/// `chunked` would hand it gzip bytes as if they were the content); an HTTP/1.0
+/// client, which cannot be sent a transfer coding, gets 502.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_coded_body_keeps_its_coding() {
+    bounded(60, async {
+        let s = setup().await;
+        let (r, closed) = s
+            .send(b"GET /g/gzip HTTP/1.1\r\nHost: test.local\r\n\r\n")
+            .await;
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(
+            r.header("transfer-encoding"),
+            Some("gzip, chunked"),
+            "{r:?}"
+        );
+        assert_eq!(r.body, GZIP_HELLO, "{r:?}");
+        assert!(!closed, "the connection goes on after a chunked answer");
+        let (r, closed) = s.send(b"GET /g/gzip HTTP/1.0\r\n\r\n").await;
+        assert_eq!(r.status, 502, "{r:?}");
+        assert!(closed, "HTTP/1.0 without keep-alive closes");
+        let l = s.log_line("/g/gzip HTTP/1.0").await;
+        assert_eq!(l["elb_status_code"], 502, "{l}");
+        assert_eq!(l["target_status_code"], 200, "{l}");
     })
     .await;
 }

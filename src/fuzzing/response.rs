@@ -182,6 +182,23 @@ fn expected(
         })
         .cloned()
         .collect();
+    // A body in a transfer coding (`gzip, chunked`) keeps the target's
+    // Transfer-Encoding lines for an HTTP/1.1 client (it then has no
+    // Content-Length); otherwise only `chunked` is written.
+    let coded = h.transfer_coded()
+        && version == Version::Http11
+        && matches!(
+            framing_out,
+            BodyFraming::Chunked | BodyFraming::CloseDelimited
+        );
+    if coded {
+        out.extend(
+            target
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case(b"transfer-encoding"))
+                .cloned(),
+        );
+    }
     let mut push = |n: &str, v: &[u8]| out.push((n.as_bytes().to_vec(), v.to_vec()));
     // A bodiless answer keeps the target's Content-Length (HEAD, 304), but 1xx and
     // 204 never carry one.
@@ -193,7 +210,7 @@ fn expected(
     if let Some(n) = length {
         push("Content-Length", n.to_string().as_bytes());
     }
-    if framing_out == BodyFraming::Chunked {
+    if !coded && framing_out == BodyFraming::Chunked {
         push("Transfer-Encoding", b"chunked");
     }
     if h.status == 101 {

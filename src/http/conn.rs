@@ -1571,7 +1571,11 @@ async fn proxy<C: Stream>(
         }
 
         // The answer to the client. A chunked body to an HTTP/1.0 client goes out
-        // unframed and ends with the connection.
+        // unframed and ends with the connection; one in another transfer coding
+        // (`gzip, chunked`) cannot be passed to it at all (RFC 9112 §6.1).
+        if req_version == Version::Http10 && b.resp.transfer_coded() {
+            return Err(Fail::Status(502));
+        }
         let resp_framing = b.resp.framing;
         let dechunk_for_10 = req_version == Version::Http10 && resp_framing == BodyFraming::Chunked;
         let framing_out = if dechunk_for_10 {

@@ -36,7 +36,17 @@ pub enum Mode {
     /// 200 with body `ok`, then 50 ms later an unsolicited second response
     /// (body `poisoned`) on the same connection.
     ExtraResponse,
+    /// 200 with `Transfer-Encoding: gzip, chunked` and [`GZIP_HELLO`] in two chunks
+    /// (keep-alive).
+    GzipChunked,
 }
+
+/// `hello\n` gzipped (`printf 'hello\n' | gzip -n`): the body [`Mode::GzipChunked`]
+/// sends in its transfer coding.
+pub const GZIP_HELLO: [u8; 26] = [
+    0x1f, 0x8b, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x03, 0xcb, 0x48, 0xcd, 0xc9, 0xc9, 0xe7,
+    0x02, 0x00, 0x20, 0x30, 0x3a, 0x36, 0x06, 0x00, 0x00, 0x00,
+];
 
 /// A request as the raw backend parsed it.
 #[derive(Clone, Debug)]
@@ -359,6 +369,16 @@ async fn serve(mut s: TcpStream, id: usize, mode: Mode, st: Arc<RawState>) {
                 let _ = s.write_all(&r).await;
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 return reset(s);
+            }
+            Mode::GzipChunked => {
+                let mut r = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n".to_vec();
+                for part in GZIP_HELLO.chunks(13) {
+                    r.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
+                    r.extend_from_slice(part);
+                    r.extend_from_slice(b"\r\n");
+                }
+                r.extend_from_slice(b"0\r\n\r\n");
+                r
             }
             Mode::HugeHead => {
                 let mut r = b"HTTP/1.1 200 OK\r\n".to_vec();

@@ -155,6 +155,9 @@ pub(super) struct TransferEncoding {
     pub(super) chunked: u32,
     pub(super) others: u32,
     pub(super) last_chunked: bool,
+    /// A coding other than `chunked` and `identity` (`gzip, chunked`): the body
+    /// bytes are encoded, and only that header says so.
+    pub(super) compressed: bool,
 }
 
 impl TransferEncoding {
@@ -184,6 +187,7 @@ impl TransferEncoding {
             } else {
                 self.others += 1;
                 self.last_chunked = false;
+                self.compressed |= !coding.eq_ignore_ascii_case(b"identity");
             }
         }
     }

@@ -25,6 +25,9 @@ pub struct ResponseHead {
     /// A 101 whose `Upgrade` names `websocket`: the only 101 that may open a tunnel.
     pub upgrade_websocket: bool,
     pub(super) drop_mask: u128,
+    /// Bit i: `headers[i]` is a Transfer-Encoding of a body in a coding other than
+    /// `chunked` (`gzip, chunked`); 0 when there is none (see [`Self::transfer_coded`]).
+    pub(super) coded_te: u128,
     pub(super) scan: Scan,
 }
 
@@ -32,6 +35,13 @@ impl ResponseHead {
     /// The first value of the header `name` (ASCII case-insensitive).
     pub fn header<'b>(&self, buf: &'b [u8], name: &str) -> Option<&'b [u8]> {
         find_header(buf, &self.headers, name)
+    }
+
+    /// The body is in a transfer coding besides `chunked` (`Transfer-Encoding: gzip,
+    /// chunked`): an HTTP/1.1 client gets the target's Transfer-Encoding as it was;
+    /// an HTTP/1.0 client cannot be told (RFC 9112 §6.1), so it is answered 502.
+    pub fn transfer_coded(&self) -> bool {
+        self.coded_te != 0
     }
 
     /// As [`RequestHead::clear`](super::RequestHead::clear).
@@ -111,6 +121,8 @@ pub fn parse_response(
     head.reason = reason_range(hb);
     head.headers.clear();
     head.drop_mask = 0;
+    head.coded_te = 0;
+    let mut te_mask = 0u128;
     let mut kinds = [Kind::Other; MAX_HEADERS];
     let (mut cl, mut te, mut conn) = (
         ContentLength::default(),
@@ -128,7 +140,10 @@ pub fn parse_response(
         }
         match kind {
             Kind::ContentLength => cl.add(h.value),
-            Kind::TransferEncoding => te.add(h.value),
+            Kind::TransferEncoding => {
+                te.add(h.value);
+                te_mask |= bit(i);
+            }
             Kind::Connection => conn.add(h.value),
             Kind::Upgrade => upgrade_ws |= has_token(h.value, b"websocket"),
             _ => {}
@@ -162,6 +177,9 @@ pub fn parse_response(
         BodyFraming::CloseDelimited
     };
     head.content_length = cl.value;
+    if te.compressed && !bodiless {
+        head.coded_te = te_mask;
+    }
     let wants = if v11 {
         !conn.close
     } else {

@@ -146,11 +146,28 @@ pub fn write_client_response(
             push_header(out, slice(buf, n), slice(buf, v));
         }
     }
-    match (framing_out, head.content_length) {
-        (BodyFraming::None, Some(n)) if head.status >= 200 && head.status != 204 => {
-            push_framing(out, BodyFraming::ContentLength(n));
+    // A body in a transfer coding (`gzip, chunked`) keeps the target's
+    // Transfer-Encoding: it frames the body the same way (chunked last, or up to
+    // the close) and names the coding, which `Transfer-Encoding: chunked` would lose.
+    let coded = head.coded_te != 0
+        && client_version == Version::Http11
+        && matches!(
+            framing_out,
+            BodyFraming::Chunked | BodyFraming::CloseDelimited
+        );
+    if coded {
+        for (i, (n, v)) in head.headers.iter().enumerate() {
+            if head.coded_te & bit(i) != 0 {
+                push_header(out, slice(buf, n), slice(buf, v));
+            }
         }
-        _ => push_framing(out, framing_out),
+    } else {
+        match (framing_out, head.content_length) {
+            (BodyFraming::None, Some(n)) if head.status >= 200 && head.status != 204 => {
+                push_framing(out, BodyFraming::ContentLength(n));
+            }
+            _ => push_framing(out, framing_out),
+        }
     }
     if head.status == 101 {
         out.extend_from_slice(b"Upgrade: websocket\r\nConnection: upgrade\r\n");

@@ -363,3 +363,46 @@ fn error_responses() {
     write_error_response(7, false, &mut out);
     assert!(out.starts_with(b"HTTP/1.1 500 Internal Server Error\r\n"));
 }
+
+#[test]
+fn client_response_keeps_a_transfer_coding_besides_chunked() {
+    let gz =
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nContent-Type: text/plain\r\n\r\n";
+    assert!(resp(gz, false).unwrap().transfer_coded());
+    assert_eq!(
+        client(gz, false, BodyFraming::Chunked, false, Version::Http11),
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+    );
+    // Split over two headers: both go on, in order.
+    let split = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n";
+    assert_eq!(
+        client(split, false, BodyFraming::Chunked, false, Version::Http11),
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n"
+    );
+    // Not chunked last: the body runs to the close, the coding is still named.
+    let to_close = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n";
+    assert_eq!(
+        client(
+            to_close,
+            false,
+            BodyFraming::CloseDelimited,
+            true,
+            Version::Http11
+        ),
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nConnection: close\r\n\r\n"
+    );
+    // `identity` is no coding of the bytes, and a HEAD answer has no body.
+    let identity = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: identity, chunked\r\n\r\n";
+    assert!(!resp(identity, false).unwrap().transfer_coded());
+    assert_eq!(
+        client(
+            identity,
+            false,
+            BodyFraming::Chunked,
+            false,
+            Version::Http11
+        ),
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    );
+    assert!(!resp(gz, true).unwrap().transfer_coded());
+}
