@@ -185,19 +185,34 @@ fn expected(
     // A body in a transfer coding (`gzip, chunked`) keeps the target's
     // Transfer-Encoding lines for an HTTP/1.1 client (it then has no
     // Content-Length); otherwise only `chunked` is written.
-    let coded = h.transfer_coded()
+    // Worked out from the target's lines, not from the parser's verdict: a coding
+    // other than `chunked` and `identity`, on a response that has a body.
+    let te_lines = || {
+        target
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(b"transfer-encoding"))
+    };
+    let compressed = te_lines().any(|(_, v)| {
+        v.split(|&c| c == b',').any(|t| {
+            let t = t.trim_ascii();
+            !t.is_empty()
+                && !t.eq_ignore_ascii_case(b"chunked")
+                && !t.eq_ignore_ascii_case(b"identity")
+        })
+    });
+    assert_eq!(
+        h.transfer_coded(),
+        compressed && h.framing != BodyFraming::None
+    );
+    let coded = compressed
+        && h.framing != BodyFraming::None
         && version == Version::Http11
         && matches!(
             framing_out,
             BodyFraming::Chunked | BodyFraming::CloseDelimited
         );
     if coded {
-        out.extend(
-            target
-                .iter()
-                .filter(|(n, _)| n.eq_ignore_ascii_case(b"transfer-encoding"))
-                .cloned(),
-        );
+        out.extend(te_lines().cloned());
     }
     let mut push = |n: &str, v: &[u8]| out.push((n.as_bytes().to_vec(), v.to_vec()));
     // A bodiless answer keeps the target's Content-Length (HEAD, 304), but 1xx and
