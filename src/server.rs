@@ -291,9 +291,12 @@ pub async fn start(
     // restart never sends traffic to dead targets: until then their sockets are
     // bound but not listening, and a connection is refused, not queued.
     control.checks = crate::health::worker::Checks::start(&shared).await;
+    // Every socket listens before any accept loop starts: a failure (another
+    // program bound the address meanwhile) still leaves no listener serving.
+    let mut listening = Vec::with_capacity(bound.len());
     for (l, sockets) in bound {
-        let sockets = match listener::listen(sockets) {
-            Ok(s) => s,
+        match listener::listen(sockets) {
+            Ok(s) => listening.push((l, s)),
             Err(e) => {
                 let (pos, field) = &l.bind_at;
                 let file = snapshot.source.path.display();
@@ -302,7 +305,9 @@ pub async fn start(
                     pos.line, pos.col, l.name, l.bind
                 ));
             }
-        };
+        }
+    }
+    for (l, sockets) in listening {
         let state = control.registry.listener(&l.name);
         let r = listener::start(&l.name, l.bind, sockets, &control.workers, &shared, state);
         control.running.insert(l.name.clone(), r);

@@ -436,12 +436,30 @@ pub fn drain(shared: &Arc<Shared>, d: Draining, delay: Duration) {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        st.killed.store(true, Ordering::Release);
+        {
+            // The last look and the kill under the detail lock, as `undrain`
+            // brings a target back under it: a reload re-adding the target now
+            // either stops this drain or finds it killed (and un-kills it).
+            let _h = match st.detail.lock() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+            if !st.is_draining() || st.drain_deadline_ms.load(Ordering::Relaxed) != deadline_ms {
+                return;
+            }
+            st.killed.store(true, Ordering::Release);
+        }
         st.kill.notify_waiters();
         if let Ok(mut list) = shared.draining_targets.lock() {
             list.retain(|x| !Arc::ptr_eq(&x.state, &st));
         }
-        set_state_gauges(&d.group, &d.address, None);
+        let _h = match st.detail.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if st.is_draining() {
+            set_state_gauges(&d.group, &d.address, None);
+        }
     });
 }
 
@@ -471,6 +489,9 @@ pub fn undrain(shared: &Shared, st: &Arc<TargetState>) {
         };
         st.draining.store(false, Ordering::Release);
         st.drain_deadline_ms.store(0, Ordering::Relaxed);
+        // Its drain ended just as the reload kept this state: what was open on
+        // the target has been told to close; new work may use it again.
+        st.killed.store(false, Ordering::Release);
         h.undrain(SystemTime::now());
         st.health.store(h.state as u8, Ordering::Release);
     }
