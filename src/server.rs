@@ -262,19 +262,21 @@ pub async fn start(
         worker_threads: snapshot.runtime.worker_threads,
         admin_bind: snapshot.admin.bind,
     };
+    // `FILE:LINE:COL: field: listener NAME cannot bind ADDR: error`.
+    let socket_error = |l: &crate::snapshot::Listener, what: &str, e: std::io::Error| {
+        let (pos, field) = &l.bind_at;
+        let file = snapshot.source.path.display();
+        format!(
+            "{file}:{}:{}: {field}: listener {} cannot {what} {}: {e}",
+            pos.line, pos.col, l.name, l.bind
+        )
+    };
     // Bind everything first: a failure leaves nothing half-started.
     let mut bound = Vec::new();
     for l in &snapshot.listeners {
         match listener::bind(l.bind, control.workers.len()) {
             Ok(s) => bound.push((l, s)),
-            Err(e) => {
-                let (pos, field) = &l.bind_at;
-                let file = snapshot.source.path.display();
-                return Err(format!(
-                    "{file}:{}:{}: {field}: listener {} cannot bind {}: {e}",
-                    pos.line, pos.col, l.name, l.bind
-                ));
-            }
+            Err(e) => return Err(socket_error(l, "bind", e)),
         }
     }
     let (reload_tx, reload_rx) = mpsc::unbounded_channel();
@@ -297,14 +299,7 @@ pub async fn start(
     for (l, sockets) in bound {
         match listener::listen(sockets) {
             Ok(s) => listening.push((l, s)),
-            Err(e) => {
-                let (pos, field) = &l.bind_at;
-                let file = snapshot.source.path.display();
-                return Err(format!(
-                    "{file}:{}:{}: {field}: listener {} cannot listen on {}: {e}",
-                    pos.line, pos.col, l.name, l.bind
-                ));
-            }
+            Err(e) => return Err(socket_error(l, "listen on", e)),
         }
     }
     for (l, sockets) in listening {
