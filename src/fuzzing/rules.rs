@@ -53,6 +53,9 @@ pub fn rule_table(data: &[u8]) {
     let n = c.below(MAX_RULES + 1);
     let rules: Vec<Rule> = (0..n).map(|i| rule(&mut c, i as u32)).collect();
     let table = RuleTable::build(&rules);
+    // The same index with every residual list sifted (small sets stay below the
+    // production threshold).
+    let sifting = RuleTable::sifting_from(&rules, 1);
     let stats = table.stats();
     assert_eq!(stats.rules, rules.len());
     assert_eq!(stats.by_host + stats.by_path + stats.residual, rules.len());
@@ -62,6 +65,7 @@ pub fn rule_table(data: &[u8]) {
         view(&r, |v| {
             let linear = rules.iter().position(|rule| matches(&rule.conditions, v));
             assert_eq!(table.first_match(&rules, v), linear, "{r:?}");
+            assert_eq!(sifting.first_match(&rules, v), linear, "sieve: {r:?}");
             // A table asked about other rules than its own scans them.
             if let Some(fewer) = rules.get(1..) {
                 let linear = fewer.iter().position(|rule| matches(&rule.conditions, v));

@@ -25,6 +25,12 @@
 //! classes of host and path, header names and value bytes, query keys or values)
 //! that turn most residual rules away in a few nanoseconds.
 //!
+//! Residual rules are candidates for every request, so their guards are also kept
+//! transposed (the [`Sieve`]): per guard bit, the set of residual rules it turns
+//! away. A lookup ORs the sets of the bits its request has and merges only the
+//! residual rules left, which costs a few word operations per request bit instead
+//! of a guard check per residual rule.
+//!
 //! A lookup allocates nothing and takes no lock: the lists it merges sit in a small
 //! array on the stack, and the rare request that would need more (or an over-long
 //! host with upper-case letters) is answered by the linear scan.
@@ -38,6 +44,12 @@ use crate::snapshot::{Conditions, QueryCondition, Rule};
 
 /// Candidate lists one lookup merges at most; beyond, it scans linearly.
 const MAX_SOURCES: usize = 16;
+/// Residual rules from which on a table sifts them: below, checking each guard
+/// costs about what the sieve does (measured with `cargo bench --bench rules`).
+const SIEVE_MIN: usize = 32;
+/// Residual rules a lookup's sieve may leave on the stack; more, and the lookup
+/// merges the whole residual list (every candidate still passes its guard).
+const SIEVE_KEPT: usize = 32;
 /// Longest host that is lower-cased on the stack (DNS names have at most 253).
 const HOST_BUF: usize = 256;
 
@@ -53,6 +65,8 @@ pub struct RuleTable {
     dot_prefix: KeyMap,
     paths: PathTrie,
     residual: Box<[u32]>,
+    /// The guards of `residual`'s rules, transposed.
+    sieve: Sieve,
     /// Cheap necessary conditions, by rule index.
     guards: Box<[Guard]>,
 }
@@ -70,6 +84,13 @@ impl RuleTable {
     /// Indexes `rules` (a listener's, sorted by ascending priority); lookups then
     /// return indices into the same slice.
     pub fn build(rules: &[Rule]) -> RuleTable {
+        RuleTable::sifting_from(rules, SIEVE_MIN)
+    }
+
+    /// [`RuleTable::build`], with the residual rules sifted (see [`Sieve`]) when
+    /// there are at least `min` of them; tests and the fuzz oracle pass 1 to try
+    /// the sieve on small rule sets.
+    pub fn sifting_from(rules: &[Rule], min: usize) -> RuleTable {
         let mut exact = Lists::default();
         let mut dot_suffix = Lists::default();
         let mut dot_prefix = Lists::default();
@@ -100,6 +121,17 @@ impl RuleTable {
                 residual.push(i);
             }
         }
+        let guards: Box<[Guard]> = rules.iter().map(|r| Guard::of(&r.conditions)).collect();
+        // (A missing guard cannot happen; the default one turns nothing away.)
+        let residual_guards: Vec<Guard> = residual
+            .iter()
+            .map(|&i| guards.get(i as usize).copied().unwrap_or_default())
+            .collect();
+        let sieve = if residual_guards.len() >= min {
+            Sieve::build(&residual_guards)
+        } else {
+            Sieve::default()
+        };
         RuleTable {
             len,
             exact: exact.freeze(),
@@ -107,7 +139,8 @@ impl RuleTable {
             dot_prefix: dot_prefix.freeze(),
             paths: paths.freeze(),
             residual: residual.into_boxed_slice(),
-            guards: rules.iter().map(|r| Guard::of(&r.conditions)).collect(),
+            sieve,
+            guards,
         }
     }
 
@@ -155,6 +188,8 @@ impl RuleTable {
         } else {
             req.host.as_bytes()
         };
+        // Before `src`, which may borrow it.
+        let mut kept = [0u32; SIEVE_KEPT];
         let mut src = Sources::new();
         if let Some(list) = self.exact.get(host) {
             src.push(list);
@@ -195,11 +230,14 @@ impl RuleTable {
             start = dot + 1;
         }
         self.paths.collect(req.path.as_bytes(), &mut src);
-        src.push(&self.residual);
+        let mut probe = Probe::new(req, host);
+        match self.sieve.sift(&mut probe, &self.residual, &mut kept) {
+            Some(left) => src.push(left),
+            None => src.push(&self.residual),
+        }
         if src.overflow {
             return linear(rules, req);
         }
-        let mut probe = Probe::new(req, host);
         while let Some(i) = src.next() {
             let i = i as usize;
             if let (Some(g), Some(r)) = (self.guards.get(i), rules.get(i)) {
@@ -407,6 +445,180 @@ impl Guard {
     }
 }
 
+/// The guards of a table's residual rules, transposed: for each guard bit, the set
+/// of residual rules (bit `k` of a set: the `k`-th residual rule) whose guard
+/// holds it. [`Sieve::sift`] turns away exactly the rules [`Probe::admits`] would,
+/// but for the header-value test, which the merged candidates still pass.
+///
+/// A set is `stride` blocks of 256 rules; the stride is fixed per table (1, 2, 4
+/// or 8) so that a lookup ORs whole sets held in registers.
+#[derive(Default)]
+struct Sieve {
+    /// Residual rules (0: none, or too many to sift).
+    rules: usize,
+    stride: usize,
+    /// Set of (forbid word `w`, bit `b`) at `(w * 64 + b) * stride`.
+    forbid: Box<[Block]>,
+    /// Per forbid word, the bits some rule forbids.
+    forbid_any: [u64; WORDS],
+    /// Set of header-name bit `b` (rules requiring it) at `b * stride`.
+    headers: Box<[Block]>,
+    headers_any: u64,
+    /// Rules with a query test (at 0), then the rules each request key bit and
+    /// each value bit lets through (at `(1 + b) * stride`, `(65 + b) * stride`).
+    query: Box<[Block]>,
+    query_any: bool,
+}
+
+/// 256 rules of a [`Sieve`] set.
+type Block = [u64; 4];
+
+/// Sets of the sieve, `stride` blocks each.
+const SIEVE_MAX_STRIDE: usize = 8;
+
+impl Sieve {
+    fn build(guards: &[Guard]) -> Sieve {
+        let n = guards.len();
+        let stride = match n.div_ceil(256) {
+            0 => return Sieve::default(),
+            1 => 1,
+            2 => 2,
+            3 | 4 => 4,
+            s if s <= SIEVE_MAX_STRIDE => SIEVE_MAX_STRIDE,
+            _ => return Sieve::default(),
+        };
+        let mut s = Sieve {
+            rules: n,
+            stride,
+            forbid: vec![Block::default(); WORDS * 64 * stride].into(),
+            forbid_any: [0; WORDS],
+            headers: vec![Block::default(); 64 * stride].into(),
+            headers_any: 0,
+            query: vec![Block::default(); 129 * stride].into(),
+            query_any: false,
+        };
+        let add = |sets: &mut [Block], set: usize, k: usize| {
+            if let Some(w) = sets
+                .get_mut(set * stride + k / 256)
+                .and_then(|b| b.get_mut(k % 256 / 64))
+            {
+                *w |= 1 << (k % 64);
+            }
+        };
+        for (k, g) in guards.iter().enumerate() {
+            for (w, &f) in g.forbid.iter().enumerate() {
+                s.forbid_any[w] |= f;
+                for b in bits(f) {
+                    add(&mut s.forbid, w * 64 + b, k);
+                }
+            }
+            s.headers_any |= g.headers_all;
+            for b in bits(g.headers_all) {
+                add(&mut s.headers, b, k);
+            }
+            if g.query_any != [0, 0] {
+                s.query_any = true;
+                add(&mut s.query, 0, k);
+                for b in bits(g.query_any[0]) {
+                    add(&mut s.query, 1 + b, k);
+                }
+                for b in bits(g.query_any[1]) {
+                    add(&mut s.query, 65 + b, k);
+                }
+            }
+        }
+        s
+    }
+
+    /// The residual rules (from `residual`, in its order) that the request's guard
+    /// bits do not turn away, written to `kept`; `None` when more are left than
+    /// `kept` holds or there is no sieve (merge the whole list).
+    fn sift<'k>(
+        &self,
+        probe: &mut Probe,
+        residual: &[u32],
+        kept: &'k mut [u32; SIEVE_KEPT],
+    ) -> Option<&'k [u32]> {
+        match self.stride {
+            1 => self.sift_with::<1>(probe, residual, kept),
+            2 => self.sift_with::<2>(probe, residual, kept),
+            4 => self.sift_with::<4>(probe, residual, kept),
+            SIEVE_MAX_STRIDE => self.sift_with::<SIEVE_MAX_STRIDE>(probe, residual, kept),
+            _ => None,
+        }
+    }
+
+    #[inline(always)]
+    fn sift_with<'k, const S: usize>(
+        &self,
+        probe: &mut Probe,
+        residual: &[u32],
+        kept: &'k mut [u32; SIEVE_KEPT],
+    ) -> Option<&'k [u32]> {
+        fn or<const S: usize>(out: &mut [Block; S], sets: &[Block], set: usize) {
+            if let Some(from) = sets.get(set * S..set * S + S) {
+                for (o, x) in out.iter_mut().zip(from) {
+                    for (o, x) in o.iter_mut().zip(x) {
+                        *o |= x;
+                    }
+                }
+            }
+        }
+        let mut away = [Block::default(); S];
+        for (w, (&state, &any)) in probe.state.iter().zip(&self.forbid_any).enumerate() {
+            for b in bits(state & any) {
+                or(&mut away, &self.forbid, w * 64 + b);
+            }
+        }
+        if self.headers_any != 0 {
+            for b in bits(self.headers_any & !probe.header_bits()) {
+                or(&mut away, &self.headers, b);
+            }
+        }
+        if self.query_any {
+            let [keys, values] = probe.query_bits();
+            let mut pass = [Block::default(); S];
+            for b in bits(keys) {
+                or(&mut pass, &self.query, 1 + b);
+            }
+            for b in bits(values) {
+                or(&mut pass, &self.query, 65 + b);
+            }
+            let tested = self.query.get(..S).unwrap_or_default();
+            for ((o, t), p) in away.iter_mut().zip(tested).zip(&pass) {
+                for ((o, t), p) in o.iter_mut().zip(t).zip(p) {
+                    *o |= t & !p;
+                }
+            }
+        }
+        let mut n = 0;
+        for (w, &gone) in away.iter().flatten().enumerate() {
+            for b in bits(!gone) {
+                let k = w * 64 + b;
+                if k >= self.rules {
+                    return kept.get(..n);
+                }
+                let slot = kept.get_mut(n)?;
+                *slot = *residual.get(k)?;
+                n += 1;
+            }
+        }
+        kept.get(..n)
+    }
+}
+
+/// The positions of the set bits of `m`, lowest first.
+fn bits(mut m: u64) -> impl Iterator<Item = usize> {
+    std::iter::from_fn(move || {
+        if m == 0 {
+            return None;
+        }
+        let b = m.trailing_zeros() as usize;
+        m &= m - 1;
+        Some(b)
+    })
+}
+
 /// The classes of the byte every pattern starts (or ends) with, when each has a
 /// literal one there.
 fn end_classes(patterns: &[Pattern], end: impl Fn(&Pattern) -> Option<u8>) -> Option<u64> {
@@ -574,6 +786,16 @@ impl<'r, 'a> Probe<'r, 'a> {
         }
     }
 
+    fn query_bits(&mut self) -> [u64; 2] {
+        let req = self.req;
+        *self.query.get_or_insert_with(|| query_bits(req.query))
+    }
+
+    fn header_bits(&mut self) -> u64 {
+        let req = self.req;
+        *self.headers.get_or_insert_with(|| header_bits(req))
+    }
+
     #[inline]
     fn admits(&mut self, g: &Guard) -> bool {
         let hit = self
@@ -584,21 +806,19 @@ impl<'r, 'a> Probe<'r, 'a> {
         if hit != 0 {
             return false;
         }
-        let req = self.req;
         if g.query_any != [0, 0] {
-            let [keys, values] = *self.query.get_or_insert_with(|| query_bits(req.query));
+            let [keys, values] = self.query_bits();
             if g.query_any[0] & keys | g.query_any[1] & values == 0 {
                 return false;
             }
         }
-        if g.headers_all != 0
-            && g.headers_all & !*self.headers.get_or_insert_with(|| header_bits(req)) != 0
-        {
+        if g.headers_all != 0 && g.headers_all & !self.header_bits() != 0 {
             return false;
         }
         if g.header_value == 0 {
             return true;
         }
+        let req = self.req;
         let slot = g.header_slot & 15;
         if self.values_done & 1 << slot == 0 {
             self.values_done |= 1 << slot;
@@ -1099,10 +1319,14 @@ mod tests {
     }
 
     /// The table's answer, checked against the linear scan.
+    /// `table`'s answer, checked against the scan and a table that sifts every
+    /// residual list.
     fn first(table: &RuleTable, rules: &[Rule], r: &Req) -> Option<usize> {
+        let sifting = RuleTable::sifting_from(rules, 1);
         r.view(|v| {
             let got = table.first_match(rules, v);
             assert_eq!(got, linear(rules, v), "{r:?}");
+            assert_eq!(sifting.first_match(rules, v), got, "sieve: {r:?}");
             got
         })
     }
@@ -1314,6 +1538,74 @@ mod tests {
         assert_eq!(first(&table, &rules, &r), None);
     }
 
+    /// Residual lists of every sieve stride (and one too long to sift), with
+    /// requests that leave none, a few, and more than `SIEVE_KEPT` rules.
+    #[test]
+    fn sieve_strides_and_overflow_agree_with_the_scan() {
+        let residual_rule = |i: usize| match i % 4 {
+            0 => Conditions {
+                headers: vec![(
+                    format!("x-h{}", i % 50),
+                    pats(&[&format!("v{i}")], PatternOptions::HEADER_VALUE),
+                )],
+                ..Conditions::default()
+            },
+            1 => Conditions {
+                query: vec![QueryCondition {
+                    key: Some(Pattern::compile(
+                        &format!("k{}", i % 30),
+                        PatternOptions::QUERY,
+                    )),
+                    value: Pattern::compile(&format!("{i}*"), PatternOptions::QUERY),
+                }],
+                ..Conditions::default()
+            },
+            2 => Conditions {
+                source_ip: vec![format!("10.{}.0.0/16", i % 200).parse().unwrap()],
+                method: vec!["POST".into()],
+                ..Conditions::default()
+            },
+            _ => Conditions {
+                method: vec!["PUT".into()],
+                headers: if i % 8 == 3 {
+                    vec![("x-put".into(), pats(&["*"], PatternOptions::HEADER_VALUE))]
+                } else {
+                    Vec::new()
+                },
+                ..Conditions::default()
+            },
+        };
+        for n in [40, 300, 700, 1500, 2100] {
+            let rules: Vec<Rule> = (0..n).map(|i| rule(residual_rule(i))).collect();
+            assert_eq!(RuleTable::build(&rules).stats().residual, n);
+            let table = RuleTable::build(&rules);
+            let last = n - 1 - (n - 1) % 4;
+            let mut cases = vec![(req("a.test", "/"), None)];
+            let mut r = req("a.test", "/");
+            r.headers.push(("X-H8".into(), "v108".into()));
+            cases.push((r, (n > 108).then_some(108)));
+            let mut r = req("a.test", "/");
+            r.headers
+                .push((format!("x-h{}", last % 50), format!("v{last}")));
+            cases.push((r, Some(last)));
+            let mut r = req("a.test", "/");
+            r.query = "k29=299".into();
+            cases.push((r, Some(29)));
+            let mut r = req("a.test", "/");
+            r.method = "POST".into();
+            r.source = "10.6.0.1".parse().unwrap();
+            cases.push((r, Some(6)));
+            let mut r = req("a.test", "/");
+            r.method = "PUT".into();
+            cases.push((r.clone(), Some(7)));
+            r.headers.push(("x-put".into(), "1".into()));
+            cases.push((r, Some(3)));
+            for (r, want) in &cases {
+                assert_eq!(first(&table, &rules, r), *want, "{n} rules: {r:?}");
+            }
+        }
+    }
+
     #[test]
     fn query_guards_see_decoded_text() {
         let keyless = |v: &str| Conditions {
@@ -1460,10 +1752,12 @@ mod tests {
             let table = RuleTable::build(rules);
             let stats = table.stats();
             assert!(stats.residual * 5 <= n, "{stats:?}");
+            let sifting = RuleTable::sifting_from(rules, 1);
             for l in &w.lookups {
                 let got = l.with_view(|v| {
                     let got = table.first_match(rules, v);
                     assert_eq!(got, linear(rules, v), "{l:?}");
+                    assert_eq!(sifting.first_match(rules, v), got, "sieve: {l:?}");
                     got
                 });
                 match l.kind {
@@ -1638,9 +1932,12 @@ mod tests {
         ) {
             let rules: Vec<Rule> = specs.iter().map(Spec::rule).collect();
             let table = RuleTable::build(&rules);
+            let sifting = RuleTable::sifting_from(&rules, 1);
             for r in &reqs {
                 r.view(|v| {
-                    prop_assert_eq!(table.first_match(&rules, v), linear(&rules, v), "{:?}", r);
+                    let want = linear(&rules, v);
+                    prop_assert_eq!(table.first_match(&rules, v), want, "{:?}", r);
+                    prop_assert_eq!(sifting.first_match(&rules, v), want, "sieve: {:?}", r);
                     Ok(())
                 })?;
             }
@@ -1665,9 +1962,12 @@ mod tests {
                 let (a, b, c) = (w.lookups.get(a)?, w.lookups.get(b)?, w.lookups.get(c)?);
                 Some(rulegen::Lookup { host: a.host.clone(), path: b.path.clone(), ..c.clone() })
             });
+            let sifting = RuleTable::sifting_from(rules, 1);
             for l in w.lookups.iter().cloned().chain(crossed) {
                 l.with_view(|v| {
-                    prop_assert_eq!(table.first_match(rules, v), linear(rules, v), "{:?}", l);
+                    let want = linear(rules, v);
+                    prop_assert_eq!(table.first_match(rules, v), want, "{:?}", l);
+                    prop_assert_eq!(sifting.first_match(rules, v), want, "sieve: {:?}", l);
                     Ok(())
                 })?;
             }
