@@ -1318,7 +1318,6 @@ mod tests {
         ps.iter().map(|p| Pattern::compile(p, opts)).collect()
     }
 
-    /// The table's answer, checked against the linear scan.
     /// `table`'s answer, checked against the scan and a table that sifts every
     /// residual list.
     fn first(table: &RuleTable, rules: &[Rule], r: &Req) -> Option<usize> {
@@ -1604,6 +1603,25 @@ mod tests {
                 assert_eq!(first(&table, &rules, r), *want, "{n} rules: {r:?}");
             }
         }
+        // More survivors than the sieve keeps, with the answer past the last one
+        // it could keep: the whole list is merged, not the first survivors only.
+        let rules: Vec<Rule> = (0..40)
+            .map(|i| {
+                rule(Conditions {
+                    method: vec!["PUT".into()],
+                    headers: vec![(
+                        "x-put".into(),
+                        pats(&[&format!("v{i}")], PatternOptions::HEADER_VALUE),
+                    )],
+                    ..Conditions::default()
+                })
+            })
+            .collect();
+        let table = RuleTable::sifting_from(&rules, 1);
+        let mut r = req("a.test", "/");
+        r.method = "PUT".into();
+        r.headers.push(("x-put".into(), "v39".into()));
+        assert_eq!(first(&table, &rules, &r), Some(39));
     }
 
     #[test]
